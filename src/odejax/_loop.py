@@ -66,14 +66,26 @@ class State(eqx.Module):
     dense: DenseState | None
 
 
-def _buffers(state: State):
-    bufs = [(s.ts, s.ys) for s in state.saves]
-    if state.dense is not None:
-        bufs.append((state.dense.ts, state.dense.y0s, state.dense.coeffs))
-    return bufs
+def _buffers(has_dense):
+    """The buffers of the loop state (the arrays the loop only writes into)."""
+
+    def buffers(state: State):
+        bufs = [(s.ts, s.ys) for s in state.saves]
+        if has_dense:
+            bufs.append((state.dense.ts, state.dense.y0s, state.dense.coeffs))
+        return bufs
+
+    return buffers
 
 
 def _set(buf, i, x, pred=True):
+    # Write into a loop buffer (a plain array or an equinox loop buffer). Map over the
+    # *values* first when writing trees: buffers are PyTree nodes themselves.
+    if not isinstance(buf, eqx.Module):  # a plain array, not an equinox loop buffer
+        if pred is True:
+            return buf.at[i].set(x)
+        # Out of range when not predicated: the write is dropped, nothing is read.
+        return buf.at[jnp.where(pred, i, buf.shape[0])].set(x, mode="drop")
     return eqxi.buffer_at_set(buf, i, x, pred=pred)
 
 
@@ -120,7 +132,7 @@ def make_integrate(*, terms, solver, controller, specs, t0, t1, args, direction,
                 y = interp.evaluate(tau)
                 t_user = tau * direction
                 tb = _set(tb, j, t_user)
-                yb = jax.tree.map(lambda b, v: _set(b, j, v), yb, spec.fn(t_user, y, args))
+                yb = jax.tree.map(lambda v, b: _set(b, j, v), spec.fn(t_user, y, args), yb)
                 return i + 1, j + 1, tb, yb
 
             ts_index, index, ts_buf, ys_buf = inner_while_loop(
@@ -134,7 +146,7 @@ def make_integrate(*, terms, solver, controller, specs, t0, t1, args, direction,
             t_user = t_end * direction
             ts_buf = _set(ts_buf, index, t_user, pred=keep)
             val = spec.fn(t_user, y1, args)
-            ys_buf = jax.tree.map(lambda b, v: _set(b, index, v, pred=keep), ys_buf, val)
+            ys_buf = jax.tree.map(lambda v, b: _set(b, index, v, pred=keep), val, ys_buf)
             index = index + keep.astype(index.dtype)
         return SaveState(ts_index, index, ts_buf, ys_buf)
 
@@ -185,8 +197,8 @@ def make_integrate(*, terms, solver, controller, specs, t0, t1, args, direction,
             dense = DenseState(
                 i + keep.astype(i.dtype),
                 _set(dense.ts, i + 1, t_end, pred=keep),
-                jax.tree.map(lambda b, v: _set(b, i, v, pred=keep), dense.y0s, dense_info["y0"]),
-                jax.tree.map(lambda b, v: _set(b, i, v, pred=keep), dense.coeffs, dense_info["coeffs"]),
+                jax.tree.map(lambda v, b: _set(b, i, v, pred=keep), dense_info["y0"], dense.y0s),
+                jax.tree.map(lambda v, b: _set(b, i, v, pred=keep), dense_info["coeffs"], dense.coeffs),
             )
         extra = (state.made_jump & keep).astype(jnp.int32) if may_jump else 0
         return State(
@@ -215,7 +227,7 @@ def make_integrate(*, terms, solver, controller, specs, t0, t1, args, direction,
             lambda state: body(state, inner_while_loop),
             init_state,
             max_steps=max_steps,
-            buffers=_buffers,
+            buffers=_buffers(init_state.dense is not None),
         )
         hit_max = (final.t < t1) & (final.result == RESULTS.successful)
         result = jnp.where(hit_max, RESULTS.max_steps_reached, final.result)

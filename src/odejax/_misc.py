@@ -20,30 +20,34 @@ def lincomb(y0, h, weights, ks):
     """`y0 + h * sum_j weights[j] * ks[j]` leaf by leaf, skipping zero weights (static).
 
     `weights` is a NumPy vector; `ks` a list of PyTrees shaped like `y0`; `y0` may be
-    None (then the sum alone is returned).
+    None (then `h * sum_j weights[j] * ks[j]` alone is returned; None if all weights
+    are zero).
     """
     terms = [(float(w), k) for w, k in zip(weights, ks) if w != 0]
+    if not terms:
+        return y0
 
     def leaf(*args):
-        if y0 is None:
-            leaves = args
-            acc = None
-        else:
-            acc, leaves = args[0], args[1:]
-        hh = cast_scalar(h, leaves[0].dtype) if leaves else None
+        base, leaves = (None, args) if y0 is None else (args[0], args[1:])
+        acc = None
         for (w, _), k in zip(terms, leaves):
-            term = (hh * cast_scalar(w, k.dtype)) * k
+            term = k if w == 1 else cast_scalar(w, k.dtype) * k
             acc = term if acc is None else acc + term
-        return acc
+        acc = cast_scalar(h, acc.dtype) * acc
+        return acc if base is None else base + acc
 
-    if not terms:
-        return y0 if y0 is not None else None
     trees = ([] if y0 is None else [y0]) + [k for _, k in terms]
     return jax.tree.map(leaf, *trees)
 
 
 def tree_where(pred, a, b):
-    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+    """`where(pred, a, b)` over two PyTrees, for a scalar boolean `pred`."""
+
+    def leaf(x, y):
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        return jax.lax.select(jnp.broadcast_to(pred, x.shape), x, y)
+
+    return jax.tree.map(leaf, a, b)
 
 
 def time_dtype(*times):

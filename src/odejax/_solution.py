@@ -22,31 +22,51 @@ class RESULTS:
     solver_failed = 5
     event_occurred = 6
 
+    # code -> (what happened, with details filled in from the final state; what to do)
     _messages = {
-        0: "the solve succeeded",
-        1: "max_steps={max_steps} reached at t={t:.6g} of [{t0:.6g}, {t1:.6g}]; increase "
-        "max_steps, loosen rtol/atol, or use an implicit solver if the problem is stiff",
-        2: "the step size fell below dtmin at t={t:.6g} of [{t0:.6g}, {t1:.6g}] (step "
-        "{num_steps}); lower dtmin, pass force_dtmin=True, or loosen rtol/atol",
-        3: "non-finite values (NaN or Inf) appeared in the state or its error estimate at "
-        "t={t:.6g} of [{t0:.6g}, {t1:.6g}] (step {num_steps}) and shrinking the step did "
-        "not remove them; check the vector field for a singularity or overflow near that "
-        "time, or use a stiff solver if the solution blows up numerically",
-        4: "the step size underflowed the resolution of time at t={t:.6g} of "
-        "[{t0:.6g}, {t1:.6g}] (step {num_steps}): t + dt == t; use float64 time, a "
-        "smaller span, or check the problem for a singularity there",
-        5: "the solver failed to complete a step at t={t:.6g} of [{t0:.6g}, {t1:.6g}] "
-        "(step {num_steps})",
-        6: "an event ended the solve",
+        0: ("the solve succeeded", ""),
+        1: (
+            "max_steps={max_steps} reached at t={t:.6g} of [{t0:.6g}, {t1:.6g}]",
+            "increase max_steps, loosen rtol/atol, or use an implicit solver if the "
+            "problem is stiff",
+        ),
+        2: (
+            "the step size fell below dtmin at t={t:.6g} of [{t0:.6g}, {t1:.6g}] (step "
+            "{num_steps})",
+            "lower dtmin, pass force_dtmin=True, or loosen rtol/atol",
+        ),
+        3: (
+            "non-finite values (NaN or Inf) appeared in the state or its error estimate "
+            "after t={t:.6g} of [{t0:.6g}, {t1:.6g}] (step {num_steps}) and shrinking the "
+            "step did not remove them",
+            "check the vector field for a singularity, a division by zero or an overflow "
+            "near that time",
+        ),
+        4: (
+            "the step size underflowed the resolution of time at t={t:.6g} of "
+            "[{t0:.6g}, {t1:.6g}] (step {num_steps}): t + dt == t",
+            "use float64 times, a shorter span, or check the problem for a singularity "
+            "near that time",
+        ),
+        5: (
+            "the solver failed to complete a step at t={t:.6g} of [{t0:.6g}, {t1:.6g}] "
+            "(step {num_steps})",
+            "loosen the tolerances or check the problem near that time",
+        ),
+        6: ("an event ended the solve", ""),
     }
 
     @classmethod
     def message(cls, code, **info) -> str:
-        text = cls._messages.get(int(code), f"unknown result code {int(code)}")
+        """The plain-text meaning of `code`; with `t`, `t0`, `t1`, `num_steps` and
+        `max_steps` given, it says where the solve stopped."""
+        what, hint = cls._messages.get(int(code), (f"unknown result code {int(code)}", ""))
         try:
-            return text.format(**info)
+            what = what.format(**info)
         except (KeyError, ValueError, IndexError):
-            return text.split(" at t=")[0]
+            what = what.split(" at t=")[0].split(" after t=")[0].replace("={max_steps}", "")
+            what += " (details: solve with throw=False and read sol.result and sol.stats)"
+        return what + ("; " + hint if hint else "")
 
 
 def is_successful(result):

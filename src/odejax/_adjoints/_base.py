@@ -4,10 +4,11 @@ differentiated."""
 from __future__ import annotations
 
 import abc
-import functools as ft
 
 import equinox as eqx
 import equinox.internal as eqxi
+import jax
+import jax.numpy as jnp
 
 
 def while_loop(cond, body, init, *, max_steps, buffers, kind, checkpoints=None):
@@ -33,6 +34,23 @@ class AbstractAdjoint(eqx.Module):
         ...
 
 
+def lax_while_loop(cond, body, init, *, max_steps, buffers=None):
+    """A plain `lax.while_loop` bounded by `max_steps` (forward-mode differentiable;
+    buffers are ordinary arrays updated in place by XLA)."""
+    del buffers
+    if max_steps is None:
+        return jax.lax.while_loop(cond, body, init)
+
+    def cond2(carry):
+        i, val = carry
+        return (i < max_steps) & cond(val)
+
+    def body2(carry):
+        i, val = carry
+        return i + 1, body(val)
+
+    return jax.lax.while_loop(cond2, body2, (jnp.asarray(0, jnp.int32), init))[1]
+
+
 def lax_loops():
-    loop = ft.partial(while_loop, kind="lax")
-    return loop, loop
+    return lax_while_loop, lax_while_loop

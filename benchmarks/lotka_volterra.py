@@ -1,0 +1,146 @@
+"""Lotka-Volterra through odejax and diffrax, in one process run.
+
+Problem (issue 2): dx/dt = p0 x + p1 x y, dy/dt = p2 y + p3 x y with
+p = (2/3, -4/3, -1, 1), y0 = (0.1, 0.2), t in [0, 19.9], saved at arange(0, 20, 0.1),
+Tsit5, PIDController(rtol=1e-8, atol=1e-8), float64.
+
+Reports per library: jaxpr size, compile time (lower + compile of the jitted solve),
+median run time, steps, and the max error at the saved times against a reference
+(SciPy DOP853 at rtol=atol=1e-13). Prints ratios odejax / diffrax.
+
+Run: python benchmarks/lotka_volterra.py [--repeats N] [--grad]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import odejax  # noqa: E402
+
+P = jnp.array([2 / 3, -4 / 3, -1.0, 1.0])
+Y0 = jnp.array([0.1, 0.2])
+T0, T1 = 0.0, 19.9
+TS = jnp.arange(0.0, 20.0, 0.1)[:-1]  # 0.0 .. 19.9
+RTOL = ATOL = 1e-8
+
+
+def vf(t, y, p):
+    x, z = y[0], y[1]
+    return jnp.stack([p[0] * x + p[1] * x * z, p[2] * z + p[3] * x * z])
+
+
+def reference():
+    from scipy.integrate import solve_ivp
+
+    sol = solve_ivp(
+        lambda t, y: np.asarray(vf(t, jnp.asarray(y), P)), (T0, T1), np.asarray(Y0),
+        method="DOP853", t_eval=np.asarray(TS), rtol=1e-13, atol=1e-13,
+    )
+    return sol.y.T
+
+
+def make_odejax(grad):
+    def solve(y0, p):
+        sol = odejax.diffeqsolve(
+            odejax.ODETerm(vf), odejax.Tsit5(), T0, T1, 0.01, y0, p,
+            saveat=odejax.SaveAt(ts=TS),
+            stepsize_controller=odejax.PIDController(rtol=RTOL, atol=ATOL),
+            max_steps=4096,
+        )
+        return sol.ys, sol.stats["num_steps"]
+
+    return _wrap(solve, grad)
+
+
+def make_diffrax(grad):
+    import diffrax
+
+    def solve(y0, p):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(vf), diffrax.Tsit5(), T0, T1, 0.01, y0, p,
+            saveat=diffrax.SaveAt(ts=TS),
+            stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
+            max_steps=4096,
+        )
+        return sol.ys, sol.stats["num_steps"]
+
+    return _wrap(solve, grad)
+
+
+def _wrap(solve, grad):
+    if not grad:
+        return solve
+
+    def loss(y0, p):
+        ys, steps = solve(y0, p)
+        return jnp.mean((ys - 1.0) ** 2), steps
+
+    def g(y0, p):
+        return jax.grad(loss, argnums=(0, 1), has_aux=True)(y0, p)
+
+    return g
+
+
+def measure(fn, repeats):
+    n_eqns = len(jax.make_jaxpr(fn)(Y0, P).eqns)
+    jitted = jax.jit(fn)
+    t = time.perf_counter()
+    lowered = jitted.lower(Y0, P)
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t
+    out = jax.block_until_ready(compiled(Y0, P))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(Y0, P))
+        times.append(time.perf_counter() - t)
+    return n_eqns, compile_s, statistics.median(times), out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--grad", action="store_true", help="time jit(grad(loss)) instead")
+    args = parser.parse_args()
+    ref = reference()
+    rows = {}
+    for name, make in [("odejax", make_odejax), ("diffrax", make_diffrax)]:
+        try:
+            fn = make(args.grad)
+        except ImportError:
+            print(f"{name}: not installed, skipped")
+            continue
+        n_eqns, comp, run, out = measure(fn, args.repeats)
+        if args.grad:
+            (g_y0, g_p), steps = out
+            err = float("nan")
+            extra = f"grad_y0={np.asarray(g_y0)}"
+        else:
+            ys, steps = out
+            err = float(np.max(np.abs(np.asarray(ys) - ref)))
+            extra = ""
+        rows[name] = (n_eqns, comp, run, int(steps), err, extra)
+    mode = "jit(grad(loss))" if args.grad else "jit(solve)"
+    print(f"Lotka-Volterra, Tsit5, rtol=atol={RTOL}, float64, {mode}, device={jax.devices()[0].platform}")
+    print(f"{'library':<10}{'jaxpr eqns':>12}{'compile s':>12}{'run ms':>12}{'steps':>8}{'max err':>12}")
+    for name, (n, c, r, s, e, extra) in rows.items():
+        print(f"{name:<10}{n:>12}{c:>12.3f}{r * 1e3:>12.3f}{s:>8}{e:>12.2e}  {extra}")
+    if "odejax" in rows and "diffrax" in rows:
+        o, d = rows["odejax"], rows["diffrax"]
+        print(
+            f"ratio odejax/diffrax: jaxpr eqns {o[0] / d[0]:.2f}, compile {o[1] / d[1]:.2f}, "
+            f"run {o[2] / d[2]:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

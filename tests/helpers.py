@@ -1,0 +1,61 @@
+"""Shared problems and solver lists for the test suite."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+import odejax
+
+# (solver, order, dense-output order)
+EXPLICIT_SOLVERS = [
+    (odejax.Euler(), 1, 3),
+    (odejax.Heun(), 2, 3),
+    (odejax.Midpoint(), 2, 3),
+    (odejax.Ralston(), 2, 3),
+    (odejax.Bosh3(), 3, 3),
+    (odejax.Tsit5(), 5, 4),
+    (odejax.Dopri5(), 5, 4),
+    (odejax.Dopri8(), 8, 7),
+]
+ADAPTIVE_SOLVERS = [s for s in EXPLICIT_SOLVERS if s[0].error_order() is not None]
+
+
+def solver_id(entry):
+    return type(entry[0]).__name__
+
+
+# A damped rotation y' = A y, exact solution expm(A t) y0.
+A = np.array([[-0.3, 2.0], [-2.0, -0.3]])
+Y0 = np.array([1.0, 0.5])
+
+
+def linear_vf(t, y, args):
+    return jnp.asarray(A, y.dtype) @ y
+
+
+def linear_exact(t):
+    return scipy.linalg.expm(A * t) @ Y0
+
+
+def fit_slope(dts, errors):
+    dts, errors = np.asarray(dts), np.asarray(errors)
+    return np.polyfit(np.log(dts), np.log(errors), 1)[0]
+
+
+def rel_error(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
+
+
+# A non-autonomous problem for the order tests (Tsit5 is tuned so that its error on
+# linear autonomous problems is pre-asymptotically smaller than its order says):
+# y' = cos(t) y, with y = y0 exp(sin t).
+NL_Y0 = np.array([1.0, 0.5])
+
+
+def nonlinear_vf(t, y, args):
+    return jnp.cos(t).astype(y.dtype) * y
+
+
+def nonlinear_exact(t):
+    return NL_Y0 * np.exp(np.sin(t))
