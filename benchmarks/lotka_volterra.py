@@ -4,11 +4,11 @@ Problem (issue 2): dx/dt = p0 x + p1 x y, dy/dt = p2 y + p3 x y with
 p = (2/3, -4/3, -1, 1), y0 = (0.1, 0.2), t in [0, 19.9], saved at arange(0, 20, 0.1),
 Tsit5, PIDController(rtol=1e-8, atol=1e-8), float64.
 
-Reports per library: jaxpr size, compile time (lower + compile of the jitted solve),
-median run time, steps, and the max error at the saved times against a reference
+Reports per library: jaxpr size (equations, nested ones included), compile time
+(median over cold compiles of lower + compile of the jitted solve), median run time, steps, and the max error at the saved times against a reference
 (SciPy DOP853 at rtol=atol=1e-13). Prints ratios odejax / diffrax.
 
-Run: python benchmarks/lotka_volterra.py [--repeats N] [--grad]
+Run: python benchmarks/lotka_volterra.py [--repeats N] [--compiles N] [--grad]
 """
 
 from __future__ import annotations
@@ -90,13 +90,35 @@ def _wrap(solve, grad):
     return g
 
 
-def measure(fn, repeats):
-    n_eqns = len(jax.make_jaxpr(fn)(Y0, P).eqns)
-    jitted = jax.jit(fn)
-    t = time.perf_counter()
-    lowered = jitted.lower(Y0, P)
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - t
+def count_eqns(jaxpr):
+    """Number of jaxpr equations, counting those inside nested jaxprs (loops, conds)."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += 1
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                if hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+                    n += count_eqns(sub.jaxpr)
+                elif hasattr(sub, "eqns"):
+                    n += count_eqns(sub)
+    return n
+
+
+def compile_time(fn, compiles):
+    """Median wall time of `jit(fn).lower(...).compile()` from a cold cache."""
+    times = []
+    for _ in range(compiles):
+        jax.clear_caches()
+        t = time.perf_counter()
+        jax.jit(fn).lower(Y0, P).compile()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(fn, repeats, compiles):
+    n_eqns = count_eqns(jax.make_jaxpr(fn)(Y0, P).jaxpr)
+    compile_s = compile_time(fn, compiles)
+    compiled = jax.jit(fn).lower(Y0, P).compile()
     out = jax.block_until_ready(compiled(Y0, P))
     times = []
     for _ in range(repeats):
@@ -109,17 +131,22 @@ def measure(fn, repeats):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--compiles", type=int, default=5, help="cold compiles to time")
     parser.add_argument("--grad", action="store_true", help="time jit(grad(loss)) instead")
     args = parser.parse_args()
     ref = reference()
     rows = {}
-    for name, make in [("odejax", make_odejax), ("diffrax", make_diffrax)]:
+    makers = [("odejax", make_odejax), ("diffrax", make_diffrax)]
+    fns = {}
+    for name, make in makers:
         try:
-            fn = make(args.grad)
+            fns[name] = make(args.grad)
         except ImportError:
             print(f"{name}: not installed, skipped")
-            continue
-        n_eqns, comp, run, out = measure(fn, args.repeats)
+    # Warm up JAX itself (first-use costs) before timing anything.
+    jax.block_until_ready(jax.jit(lambda x: x + 1)(Y0))
+    for name, fn in fns.items():
+        n_eqns, comp, run, out = measure(fn, args.repeats, args.compiles)
         if args.grad:
             (g_y0, g_p), steps = out
             err = float("nan")

@@ -15,36 +15,37 @@ from ._misc import cast_scalar
 
 
 def _poly(y0, coeffs, theta):
-    """`y0 + sum_m coeffs[m] theta^(m+1)` by Horner's rule, leaf by leaf."""
+    """`y0 + sum_m coeffs[m] theta^(m+1)` by Horner's rule; `coeffs` is a tuple of
+    PyTrees shaped like `y0`."""
 
-    def leaf(y0_, c):
-        th = cast_scalar(theta, c.dtype)
+    def leaf(y0_, *c):
+        th = cast_scalar(theta, y0_.dtype)
         acc = c[-1]
-        for m in range(c.shape[0] - 2, -1, -1):
+        for m in range(len(c) - 2, -1, -1):
             acc = acc * th + c[m]
         return y0_ + acc * th
 
-    return jax.tree.map(leaf, y0, coeffs)
+    return jax.tree.map(leaf, y0, *coeffs)
 
 
 def _poly_derivative(coeffs, theta, h):
     """d/dt of `_poly`: `sum_m (m+1) coeffs[m] theta^m / h`."""
 
-    def leaf(c):
-        th = cast_scalar(theta, c.dtype)
-        p = c.shape[0]
+    def leaf(*c):
+        th = cast_scalar(theta, c[0].dtype)
+        p = len(c)
         acc = p * c[-1]
         for m in range(p - 2, -1, -1):
             acc = acc * th + (m + 1) * c[m]
-        return acc / cast_scalar(h, c.dtype)
+        return acc / cast_scalar(h, c[0].dtype)
 
-    return jax.tree.map(leaf, coeffs)
+    return jax.tree.map(leaf, *coeffs)
 
 
 class LocalPolynomialInterpolation(eqx.Module):
     """The dense output of one step on `[t0, t1]`: `y0 + sum_m coeffs[m] theta^(m+1)`
-    with `theta = (t - t0) / (t1 - t0)`; each leaf of `coeffs` has a leading axis of
-    length `p` (the degree)."""
+    with `theta = (t - t0) / (t1 - t0)`; `coeffs` is a tuple of `p` PyTrees shaped
+    like `y0` (`p` the degree)."""
 
     t0: jax.Array
     t1: jax.Array

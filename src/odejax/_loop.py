@@ -79,14 +79,23 @@ def _buffers(has_dense):
 
 
 def _set(buf, i, x, pred=True):
-    # Write into a loop buffer (a plain array or an equinox loop buffer). Map over the
-    # *values* first when writing trees: buffers are PyTree nodes themselves.
-    if not isinstance(buf, eqx.Module):  # a plain array, not an equinox loop buffer
-        if pred is True:
-            return buf.at[i].set(x)
-        # Out of range when not predicated: the write is dropped, nothing is read.
-        return buf.at[jnp.where(pred, i, buf.shape[0])].set(x, mode="drop")
-    return eqxi.buffer_at_set(buf, i, x, pred=pred)
+    """Write `x` into row `i` of a loop buffer (a plain array, or an equinox loop
+    buffer under a checkpointed/bounded loop) if `pred`. Trees are written by mapping
+    over the *values* first: equinox buffers are PyTree nodes themselves."""
+    if isinstance(buf, eqx.Module):
+        return eqxi.buffer_at_set(buf, i, x, pred=pred)
+    x = jnp.asarray(x, buf.dtype)
+    if pred is not True:
+        x = jax.lax.select(
+            jnp.broadcast_to(pred, x.shape), x, jax.lax.dynamic_index_in_dim(buf, i, keepdims=False)
+        )
+    # dynamic_update_slice, not scatter: much cheaper to compile and to run.
+    return jax.lax.dynamic_update_index_in_dim(buf, x, i, 0)
+
+
+def _get(array, i):
+    """`array[i]` for a traced `i`, as a dynamic slice (not a gather)."""
+    return jax.lax.dynamic_index_in_dim(array, i, keepdims=False)
 
 
 def _all_finite(tree):
@@ -108,9 +117,32 @@ def clip_to_end(tnext, t1, tol):
     return jnp.where(tnext >= t1 - tol, t1, tnext)
 
 
-def make_integrate(*, terms, solver, controller, specs, t0, t1, args, direction, error_order):
-    """The loop as a function of the adjoint's while loops:
-    `integrate(init_state, outer_while_loop, inner_while_loop, max_steps) -> State`."""
+class Integrator(eqx.Module):
+    """The solve loop with everything it closes over, as a PyTree (so that an adjoint
+    can differentiate with respect to its arrays: parameters in `terms`, `args`,
+    `t0`, `t1`, `SaveAt.ts`).
+
+    `integrator(init_state, outer_while_loop, inner_while_loop, max_steps) -> State`
+    runs the loop with the while loops the adjoint chose.
+    """
+
+    terms: object
+    solver: object
+    controller: object
+    specs: tuple
+    t0: jax.Array
+    t1: jax.Array
+    args: object
+    direction: object
+    error_order: int | None = eqx.field(static=True)
+
+    def __call__(self, init_state, outer_while_loop, inner_while_loop, max_steps):
+        return _integrate(self, init_state, outer_while_loop, inner_while_loop, max_steps)
+
+
+def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, max_steps):
+    terms, solver, controller, specs = p.terms, p.solver, p.controller, p.specs
+    t0, t1, args, direction, error_order = p.t0, p.t1, p.args, p.direction, p.error_order
     may_jump = controller.may_jump
     never_rejects = controller.never_rejects
     fevals = solver.fevals_per_step
@@ -124,11 +156,11 @@ def make_integrate(*, terms, solver, controller, specs, t0, t1, args, direction,
 
             def cond(c):
                 i = c[0]
-                return keep & (i < n) & (ts[jnp.minimum(i, n - 1)] <= t_end)
+                return keep & (i < n) & (_get(ts, jnp.minimum(i, n - 1)) <= t_end)
 
             def body(c):
                 i, j, tb, yb = c
-                tau = ts[i]
+                tau = _get(ts, i)
                 y = interp.evaluate(tau)
                 t_user = tau * direction
                 tb = _set(tb, j, t_user)
@@ -221,16 +253,13 @@ def make_integrate(*, terms, solver, controller, specs, t0, t1, args, direction,
     def cond(state: State):
         return (state.t < t1) & (state.result == RESULTS.successful)
 
-    def integrate(init_state, outer_while_loop, inner_while_loop, max_steps):
-        final = outer_while_loop(
-            cond,
-            lambda state: body(state, inner_while_loop),
-            init_state,
-            max_steps=max_steps,
-            buffers=_buffers(init_state.dense is not None),
-        )
-        hit_max = (final.t < t1) & (final.result == RESULTS.successful)
-        result = jnp.where(hit_max, RESULTS.max_steps_reached, final.result)
-        return eqx.tree_at(lambda s: s.result, final, result.astype(jnp.int32))
-
-    return integrate
+    final = outer_while_loop(
+        cond,
+        lambda state: body(state, inner_while_loop),
+        init_state,
+        max_steps=max_steps,
+        buffers=_buffers(init_state.dense is not None),
+    )
+    hit_max = (final.t < t1) & (final.result == RESULTS.successful)
+    result = jnp.where(hit_max, RESULTS.max_steps_reached, final.result)
+    return eqx.tree_at(lambda s: s.result, final, result.astype(jnp.int32))

@@ -12,7 +12,7 @@ from ._adjoints._base import AbstractAdjoint
 from ._adjoints._checkpoint import RecursiveCheckpointAdjoint
 from ._controllers import AbstractStepSizeController, ConstantStepSize, StepTo
 from ._interpolation import DenseInterpolation
-from ._loop import DenseState, SaveSpec, SaveState, State, clip_to_end, make_integrate, time_tolerance
+from ._loop import DenseState, Integrator, SaveSpec, SaveState, State, clip_to_end, time_tolerance
 from ._misc import concrete_or_none, is_traced, time_dtype
 from ._saveat import SaveAt, SubSaveAt
 from ._solution import RESULTS, Solution, SolveError, is_successful
@@ -185,9 +185,8 @@ def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, ma
         num_rejected_steps=zero, num_fevals=zero + solver.init_fevals + hairer,
         num_nonfinite=zero, saves=saves, dense=dense,
     )
-    integrate = make_integrate(
-        terms=terms, solver=solver, controller=controller, specs=specs, t0=ti0, t1=ti1,
-        args=args, direction=direction, error_order=error_order,
+    integrate = Integrator(
+        terms, solver, controller, tuple(specs), ti0, ti1, args, direction, error_order
     )
     final = adjoint.loop(integrate, state, max_steps)
 
@@ -369,7 +368,7 @@ def _check_vector_field(terms, t0, y0, args):
 
 
 def _raise_on_failure(solution, t_final):
-    result = solution.result
+    result = jax.lax.stop_gradient(solution.result)
     if is_traced(result):
         msgs = [RESULTS.message(code) for code in range(len(RESULTS._messages))]
         bad = ~is_successful(result)

@@ -69,9 +69,8 @@ class AbstractERK(AbstractSolver):
             ks.append(terms.vf(ti, yi, args))
         y1 = yi  # the last stage is evaluated at (t1, y1)
         y_error = None if b_error is None else lincomb(None, h, b_error, ks)
-        per_power = [lincomb(None, h, b_dense[:, m], ks) for m in range(b_dense.shape[1])]
-        per_power = [_zeros(y0) if p is None else p for p in per_power]
-        coeffs = jax.tree.map(lambda *k: jnp.stack(k), *per_power)
+        coeffs = tuple(lincomb(None, h, b_dense[:, m], ks) for m in range(b_dense.shape[1]))
+        coeffs = tuple(_zeros(y0) if c is None else c for c in coeffs)
         dense_info = {"y0": y0, "coeffs": coeffs}
         return y1, y_error, dense_info, ks[-1], RESULTS.successful
 
