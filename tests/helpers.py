@@ -16,7 +16,9 @@ EXPLICIT_SOLVERS = [
     (odejax.Bosh3(), 3, 3),
     (odejax.Tsit5(), 5, 4),
     (odejax.Dopri5(), 5, 4),
-    (odejax.Dopri8(), 8, 7),
+    # Dopri8's continuous extension (the one diffrax uses) satisfies the order
+    # conditions up to order 5 only, not 7 (checked against all rooted trees).
+    (odejax.Dopri8(), 8, 5),
 ]
 ADAPTIVE_SOLVERS = [s for s in EXPLICIT_SOLVERS if s[0].error_order() is not None]
 
