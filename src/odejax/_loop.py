@@ -159,13 +159,18 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
                 return keep & (i < n) & (_get(ts, jnp.minimum(i, n - 1)) <= t_end)
 
             def body(c):
+                # A no-op where `cond` is False (a finished batch element, see below).
                 i, j, tb, yb = c
-                tau = _get(ts, i)
+                active = cond(c)
+                tau = _get(ts, jnp.minimum(i, n - 1))
                 y = interp.evaluate(tau)
                 t_user = tau * direction
-                tb = _set(tb, j, t_user)
-                yb = jax.tree.map(lambda v, b: _set(b, j, v), spec.fn(t_user, y, args), yb)
-                return i + 1, j + 1, tb, yb
+                tb = _set(tb, j, t_user, pred=active)
+                yb = jax.tree.map(
+                    lambda v, b: _set(b, j, v, pred=active), spec.fn(t_user, y, args), yb
+                )
+                step = active.astype(i.dtype)
+                return i + step, j + step, tb, yb
 
             ts_index, index, ts_buf, ys_buf = inner_while_loop(
                 cond,
@@ -183,6 +188,11 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
         return SaveState(ts_index, index, ts_buf, ys_buf)
 
     def body(state: State, inner_while_loop) -> State:
+        # `active` is False only for batch elements that have already finished while
+        # others go on (under vmap the loop runs while any element is active): for them
+        # the body must be a no-op. Loop buffers are written only where `keep`, so no
+        # select over whole buffers is ever needed.
+        active = cond(state)
         t_start, t_end = state.t, state.tnext
         made_jump = state.made_jump if may_jump else False
         y1, y_error, dense_info, solver_state, solver_result = solver.step(
@@ -193,7 +203,7 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             _, _, next_t1, next_jump, cstate, cresult = controller.adapt_step_size(
                 t_start, t_end, state.y, y1, args, y_error, error_order, state.controller_state
             )
-            keep = finite & (solver_result == RESULTS.successful)
+            keep = active & finite & (solver_result == RESULTS.successful)
             # A constant step cannot be shrunk: a NaN/Inf ends the solve at once.
             nonfinite = ~finite
             num_nonfinite = state.num_nonfinite
@@ -201,7 +211,7 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             ctrl_keep, _, next_t1, next_jump, cstate, cresult = controller.adapt_step_size(
                 t_start, t_end, state.y, y1, args, y_error, error_order, state.controller_state
             )
-            keep = ctrl_keep & finite & (solver_result == RESULTS.successful)
+            keep = active & ctrl_keep & finite & (solver_result == RESULTS.successful)
             # Rejected although the error estimate was acceptable (a failed solver step,
             # or NaN/Inf that the error estimate missed): retry with a quarter of the step.
             next_t1 = jnp.where(keep | ~ctrl_keep, next_t1, t_start + 0.25 * (t_end - t_start))
@@ -233,18 +243,34 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
                 jax.tree.map(lambda v, b: _set(b, i, v, pred=keep), dense_info["coeffs"], dense.coeffs),
             )
         extra = (state.made_jump & keep).astype(jnp.int32) if may_jump else 0
+        step = active.astype(jnp.int32)
+        small_new = (
+            next_t1,
+            cstate,
+            jnp.asarray(next_jump, bool) if may_jump else state.made_jump,
+            result,
+            num_nonfinite,
+        )
+        small_old = (
+            state.tnext,
+            state.controller_state,
+            state.made_jump,
+            state.result,
+            state.num_nonfinite,
+        )
+        next_t1, cstate, made_jump, result, num_nonfinite = tree_where(active, small_new, small_old)
         return State(
             t=next_t0,
             tnext=next_t1,
             y=y,
             solver_state=solver_state,
             controller_state=cstate,
-            made_jump=jnp.asarray(next_jump, bool) if may_jump else state.made_jump,
+            made_jump=made_jump,
             result=result,
-            num_steps=state.num_steps + 1,
+            num_steps=state.num_steps + step,
             num_accepted_steps=state.num_accepted_steps + keep.astype(jnp.int32),
-            num_rejected_steps=state.num_rejected_steps + (~keep).astype(jnp.int32),
-            num_fevals=state.num_fevals + fevals + extra,
+            num_rejected_steps=state.num_rejected_steps + (active & ~keep).astype(jnp.int32),
+            num_fevals=state.num_fevals + step * fevals + extra,
             num_nonfinite=num_nonfinite,
             saves=saves,
             dense=dense,

@@ -125,9 +125,11 @@ def diffeqsolve(
         )
 
     tdtype = time_dtype(t0, t1, dt0)
+    # Known before tracing (Python numbers or concrete arrays): checked here, and a
+    # forward solve then needs no direction bookkeeping at all.
+    t0c, t1c, dt0c = concrete_or_none(t0), concrete_or_none(t1), concrete_or_none(dt0)
     t0 = jnp.asarray(t0, tdtype)
     t1 = jnp.asarray(t1, tdtype)
-    t0c, t1c, dt0c = concrete_or_none(t0), concrete_or_none(t1), concrete_or_none(dt0)
     if t0c is not None and t1c is not None:
         direction = 1 if t1c >= t0c else -1
         if dt0c is not None and t1c != t0c and (dt0c * (t1c - t0c) <= 0):

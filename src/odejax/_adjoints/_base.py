@@ -36,14 +36,19 @@ class AbstractAdjoint(eqx.Module):
 
 def lax_while_loop(cond, body, init, *, max_steps, buffers=None):
     """A plain `lax.while_loop` bounded by `max_steps` (forward-mode differentiable;
-    buffers are ordinary arrays updated in place by XLA)."""
+    buffers are ordinary arrays updated in place by XLA).
+
+    Contract: `body` is a no-op wherever `cond` is False. The loop then runs while
+    `cond` holds for *any* batch element under `vmap` (an unbatched predicate), so
+    JAX never selects between old and new values of whole buffers each iteration.
+    """
     del buffers
     if max_steps is None:
-        return jax.lax.while_loop(cond, body, init)
+        return jax.lax.while_loop(lambda val: eqxi.unvmap_any(cond(val)), body, init)
 
     def cond2(carry):
         i, val = carry
-        return (i < max_steps) & cond(val)
+        return (i < max_steps) & eqxi.unvmap_any(cond(val))
 
     def body2(carry):
         i, val = carry
