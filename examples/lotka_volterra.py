@@ -100,7 +100,9 @@ def main():
     compiled = time.perf_counter()
     sol = jax.block_until_ready(solve_jit(PARAMS, dense=True))
     ran = time.perf_counter()
-    print(f"solve: {compiled - start:.2f} s (compile + run), then {1e3 * (ran - compiled):.2f} ms (run)")
+    print(
+        f"solve: {compiled - start:.2f} s (compile + run), then {1e3 * (ran - compiled):.2f} ms (run)"
+    )
 
     print("\n     t        x(t)        y(t)")
     for t in (0.0, 5.0, 10.0, 15.0, 20.0):

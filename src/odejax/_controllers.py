@@ -15,7 +15,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._misc import cast_scalar
+from ._misc import cast_scalar, widest
 from ._solution import RESULTS
 
 
@@ -26,7 +26,9 @@ def rms_norm(x):
     if not leaves:
         return jnp.asarray(0.0)
     size = sum(leaf.size for leaf in leaves)
-    sumsq = sum(jnp.sum(jnp.real(leaf * jnp.conj(leaf))) for leaf in leaves)
+    sums = [jnp.sum(jnp.real(leaf * jnp.conj(leaf))) for leaf in leaves]
+    dtype = widest(s.dtype for s in sums)  # leaves may mix float32/float64
+    sumsq = sum(s.astype(dtype) for s in sums)
     safe = jnp.where(sumsq == 0, 1, sumsq)
     return jnp.where(sumsq == 0, 0, jnp.sqrt(safe / size))
 
@@ -34,7 +36,11 @@ def rms_norm(x):
 def max_norm(x):
     """The maximum absolute value over a PyTree of arrays."""
     leaves = jax.tree.leaves(x)
-    return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
+    if not leaves:
+        return jnp.asarray(0.0)
+    maxes = [jnp.max(jnp.abs(leaf)) for leaf in leaves]
+    dtype = widest(m.dtype for m in maxes)
+    return jnp.max(jnp.stack([m.astype(dtype) for m in maxes]))
 
 
 class AbstractStepSizeController(eqx.Module):
@@ -209,7 +215,7 @@ class PIDController(AbstractStepSizeController):
             def leaf(v, y):
                 return v / (self.atol + self.rtol * jnp.abs(y)).astype(v.dtype)
 
-            return self.norm(jax.tree.map(leaf, x, y0))
+            return self.norm(jax.tree.map(leaf, x, y0)).astype(t0.dtype)
 
         d0, d1 = scaled(y0), scaled(f0)
         small = (d0 < 1e-5) | (d1 < 1e-5)

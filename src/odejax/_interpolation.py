@@ -79,6 +79,7 @@ class DenseInterpolation(eqx.Module):
     coeffs: object
     num_steps: jax.Array
     direction: object
+    y_start: object  # the initial state: the whole solution when no step was taken
 
     def _locate(self, t, left):
         tau = t * self.direction
@@ -101,10 +102,13 @@ class DenseInterpolation(eqx.Module):
             b = self.evaluate(t1, left=left)
             return jax.tree.map(lambda x, y: y - x, a, b)
         interp, tau = self._locate(jnp.asarray(t0), left)
-        return interp.evaluate(tau)
+        out = interp.evaluate(tau)
+        return jax.tree.map(lambda a, b: jnp.where(self.num_steps > 0, a, b), out, self.y_start)
 
     def derivative(self, t, left=True):
         """dy/dt at `t`."""
         interp, tau = self._locate(jnp.asarray(t), left)
         d = interp.derivative(tau)
+        # A solve over an empty interval has no dense output to differentiate.
+        d = jax.tree.map(lambda a: jnp.where(self.num_steps > 0, a, jnp.full_like(a, jnp.nan)), d)
         return jax.tree.map(lambda v: jnp.where(jnp.asarray(self.direction) > 0, v, -v), d)

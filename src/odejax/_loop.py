@@ -79,18 +79,19 @@ def _buffers(has_dense):
 
 
 def _set(buf, i, x, pred=True):
-    """Write `x` into row `i` of a loop buffer (a plain array, or an equinox loop
-    buffer under a checkpointed/bounded loop) if `pred`. Trees are written by mapping
-    over the *values* first: equinox buffers are PyTree nodes themselves."""
+    """Write `x` into row `i` of a loop buffer if `pred`.
+
+    Plain-array buffers have one scratch row at the end: an unpredicated write goes
+    there, so nothing is read and no select over the row is needed (`diffeqsolve`
+    strips the scratch row). Under checkpointed/bounded loops the buffers are equinox
+    loop buffers, which take `pred` themselves. Trees are written by mapping over
+    the *values* first: equinox buffers are PyTree nodes themselves."""
     if isinstance(buf, eqx.Module):
         return eqxi.buffer_at_set(buf, i, x, pred=pred)
-    x = jnp.asarray(x, buf.dtype)
     if pred is not True:
-        x = jax.lax.select(
-            jnp.broadcast_to(pred, x.shape), x, jax.lax.dynamic_index_in_dim(buf, i, keepdims=False)
-        )
+        i = jnp.where(pred, i, buf.shape[0] - 1)
     # dynamic_update_slice, not scatter: much cheaper to compile and to run.
-    return jax.lax.dynamic_update_index_in_dim(buf, x, i, 0)
+    return jax.lax.dynamic_update_index_in_dim(buf, jnp.asarray(x, buf.dtype), i, 0)
 
 
 def _get(array, i):
@@ -99,9 +100,10 @@ def _get(array, i):
 
 
 def _all_finite(tree):
-    leaves = jax.tree.leaves(tree)
-    total = sum(jnp.sum(jnp.abs(leaf)) for leaf in leaves)
-    return jnp.isfinite(total)
+    out = jnp.asarray(True)
+    for leaf in jax.tree.leaves(tree):
+        out = out & jnp.all(jnp.isfinite(leaf))
+    return out
 
 
 def time_tolerance(t0, t1):

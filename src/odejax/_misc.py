@@ -67,3 +67,9 @@ def concrete_or_none(x):
         return np.asarray(x)
     except Exception:  # noqa: BLE001 - anything that cannot be turned into NumPy
         return None
+
+
+def widest(dtypes):
+    """The widest of some real floating dtypes (explicitly: strict promotion refuses
+    to mix float32 and float64 implicitly)."""
+    return max((jnp.dtype(d) for d in dtypes), key=lambda d: d.itemsize)

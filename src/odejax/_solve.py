@@ -194,7 +194,7 @@ def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, ma
 
     ts, ys = [], []
     for spec, save in zip(specs, final.saves):
-        tb, yb = save.ts, save.ys
+        tb, yb = _strip(save.ts), _strip(save.ys)
         if spec.t1 and not spec.steps:
             t_user = final.t * direction
             tb = tb.at[-1].set(t_user)
@@ -213,7 +213,7 @@ def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, ma
     if final.dense is not None:
         d = final.dense
         interpolation = DenseInterpolation(
-            d.ts, d.y0s, d.coeffs, d.index, jnp.asarray(direction, tdtype)
+            _strip(d.ts), _strip(d.y0s), _strip(d.coeffs), d.index, jnp.asarray(direction, tdtype), y0
         )
     stats = {
         "num_steps": final.num_steps,
@@ -254,6 +254,11 @@ def _spec(sub, direction, tdtype, max_steps):
     return SaveSpec(t0=sub.t0, t1=sub.t1, ts=ts, steps=sub.steps, fn=sub.fn, size=size)
 
 
+def _strip(tree):
+    """Drop the scratch row that loop buffers carry (see `_loop._set`)."""
+    return jax.tree.map(lambda b: b[:-1], tree)
+
+
 def _fill(shape, dtype):
     if jnp.issubdtype(dtype, jnp.inexact):
         return jnp.full(shape, jnp.inf, dtype)
@@ -262,8 +267,9 @@ def _fill(shape, dtype):
 
 def _init_save(spec, t0, y0, args):
     out = jax.eval_shape(spec.fn, t0, y0, args)
-    ts = _fill((spec.size,), t0.dtype)
-    ys = jax.tree.map(lambda s: _fill((spec.size,) + s.shape, s.dtype), out)
+    rows = spec.size + 1  # one scratch row, see `_loop._set`
+    ts = _fill((rows,), t0.dtype)
+    ys = jax.tree.map(lambda s: _fill((rows,) + s.shape, s.dtype), out)
     index = 0
     if spec.t0:
         ts = ts.at[0].set(t0)
@@ -276,9 +282,10 @@ def _init_dense(solver, terms, t0, t1, y0, args, max_steps, tdtype):
     out = jax.eval_shape(
         lambda: solver.step(terms, t0, t1, y0, args, solver.init(terms, t0, t1, y0, args), False)[2]
     )
-    y0s = jax.tree.map(lambda s: _fill((max_steps,) + s.shape, s.dtype), out["y0"])
-    coeffs = jax.tree.map(lambda s: _fill((max_steps,) + s.shape, s.dtype), out["coeffs"])
-    ts = _fill((max_steps + 1,), tdtype).at[0].set(t0)
+    # One scratch row each, see `_loop._set`.
+    y0s = jax.tree.map(lambda s: _fill((max_steps + 1,) + s.shape, s.dtype), out["y0"])
+    coeffs = jax.tree.map(lambda s: _fill((max_steps + 1,) + s.shape, s.dtype), out["coeffs"])
+    ts = _fill((max_steps + 2,), tdtype).at[0].set(t0)
     return DenseState(jnp.asarray(0, jnp.int32), ts, y0s, coeffs)
 
 

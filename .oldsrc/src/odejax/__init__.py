@@ -1,0 +1,42 @@
+"""odejax: ODE solvers in pure JAX, differentiable in every direction."""
+
+from ._adjoints._base import AbstractAdjoint as AbstractAdjoint
+from ._adjoints._checkpoint import RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint
+from ._adjoints._direct import DirectAdjoint as DirectAdjoint, ForwardMode as ForwardMode
+from ._controllers import (
+    AbstractStepSizeController as AbstractStepSizeController,
+    ClipStepSizeController as ClipStepSizeController,
+    ConstantStepSize as ConstantStepSize,
+    PIDController as PIDController,
+    StepTo as StepTo,
+    max_norm as max_norm,
+    rms_norm as rms_norm,
+)
+from ._interpolation import (
+    DenseInterpolation as DenseInterpolation,
+    LocalPolynomialInterpolation as LocalPolynomialInterpolation,
+)
+from ._saveat import SaveAt as SaveAt, SubSaveAt as SubSaveAt, save_y as save_y
+from ._solution import (
+    RESULTS as RESULTS,
+    Solution as Solution,
+    SolveError as SolveError,
+    is_successful as is_successful,
+)
+from ._solve import NoProgressMeter as NoProgressMeter, diffeqsolve as diffeqsolve
+from ._solvers._base import AbstractSolver as AbstractSolver
+from ._solvers._erk import AbstractERK as AbstractERK
+from ._solvers._explicit import (
+    Bosh3 as Bosh3,
+    Dopri5 as Dopri5,
+    Dopri8 as Dopri8,
+    Euler as Euler,
+    Heun as Heun,
+    Midpoint as Midpoint,
+    Ralston as Ralston,
+    Tsit5 as Tsit5,
+)
+from ._solvers._tableau import ButcherTableau as ButcherTableau
+from ._terms import AbstractTerm as AbstractTerm, ODETerm as ODETerm
+
+__version__ = "0.1.0"

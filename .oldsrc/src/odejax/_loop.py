@@ -1,0 +1,265 @@
+"""The solve loop: one `while_loop` of step -> error norm -> accept/reject -> save.
+
+Everything here runs in the solver's internal time, which increases from `t0` to
+`t1` (`diffeqsolve` maps a backward solve to `tau = -t`). The adjoint chooses how the
+two while loops (the outer loop over steps and the inner loop that saves at
+`SaveAt.ts` inside a step) are differentiated, and passes them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import equinox.internal as eqxi
+import jax
+import jax.numpy as jnp
+
+from ._misc import tree_where
+from ._solution import RESULTS
+
+# Consecutive rejections caused by NaN/Inf after which the solve gives up.
+MAX_NONFINITE_REJECTIONS = 24
+
+
+class SaveSpec(eqx.Module):
+    """One `SubSaveAt` in internal time, with its buffer layout."""
+
+    t0: bool = eqx.field(static=True)
+    t1: bool = eqx.field(static=True)
+    ts: jax.Array | None
+    steps: bool = eqx.field(static=True)
+    fn: Callable
+    size: int = eqx.field(static=True)
+
+
+class SaveState(eqx.Module):
+    ts_index: jax.Array  # next entry of `spec.ts` to save
+    index: jax.Array  # next free entry of the buffers
+    ts: jax.Array  # saved times (user time)
+    ys: object  # saved values
+
+
+class DenseState(eqx.Module):
+    index: jax.Array
+    ts: jax.Array  # step boundaries (internal time)
+    y0s: object
+    coeffs: object
+
+
+class State(eqx.Module):
+    """The carry of the solve loop."""
+
+    t: jax.Array  # start of the next step
+    tnext: jax.Array  # proposed end of the next step
+    y: object
+    solver_state: object
+    controller_state: object
+    made_jump: jax.Array
+    result: jax.Array
+    num_steps: jax.Array
+    num_accepted_steps: jax.Array
+    num_rejected_steps: jax.Array
+    num_fevals: jax.Array
+    num_nonfinite: jax.Array  # consecutive rejections caused by NaN/Inf
+    saves: tuple
+    dense: DenseState | None
+
+
+def _buffers(has_dense):
+    """The buffers of the loop state (the arrays the loop only writes into)."""
+
+    def buffers(state: State):
+        bufs = [(s.ts, s.ys) for s in state.saves]
+        if has_dense:
+            bufs.append((state.dense.ts, state.dense.y0s, state.dense.coeffs))
+        return bufs
+
+    return buffers
+
+
+def _set(buf, i, x, pred=True):
+    """Write `x` into row `i` of a loop buffer (a plain array, or an equinox loop
+    buffer under a checkpointed/bounded loop) if `pred`. Trees are written by mapping
+    over the *values* first: equinox buffers are PyTree nodes themselves."""
+    if isinstance(buf, eqx.Module):
+        return eqxi.buffer_at_set(buf, i, x, pred=pred)
+    x = jnp.asarray(x, buf.dtype)
+    if pred is not True:
+        x = jax.lax.select(
+            jnp.broadcast_to(pred, x.shape), x, jax.lax.dynamic_index_in_dim(buf, i, keepdims=False)
+        )
+    # dynamic_update_slice, not scatter: much cheaper to compile and to run.
+    return jax.lax.dynamic_update_index_in_dim(buf, x, i, 0)
+
+
+def _get(array, i):
+    """`array[i]` for a traced `i`, as a dynamic slice (not a gather)."""
+    return jax.lax.dynamic_index_in_dim(array, i, keepdims=False)
+
+
+def _all_finite(tree):
+    leaves = jax.tree.leaves(tree)
+    total = sum(jnp.sum(jnp.abs(leaf)) for leaf in leaves)
+    return jnp.isfinite(total)
+
+
+def time_tolerance(t0, t1):
+    """Distance below which a step end is snapped onto `t1` (a few ULP of the span)."""
+    eps = jnp.finfo(t1.dtype).eps
+    return 64 * eps * jnp.maximum(jnp.maximum(jnp.abs(t0), jnp.abs(t1)), jnp.abs(t1 - t0))
+
+
+def clip_to_end(tnext, t1, tol):
+    """`tnext` clipped to `t1`, and snapped onto it when within `tol`: the last step
+    always lands exactly on `t1`, never a few ULP short of it."""
+    tnext = jnp.minimum(tnext, t1)
+    return jnp.where(tnext >= t1 - tol, t1, tnext)
+
+
+class Integrator(eqx.Module):
+    """The solve loop with everything it closes over, as a PyTree (so that an adjoint
+    can differentiate with respect to its arrays: parameters in `terms`, `args`,
+    `t0`, `t1`, `SaveAt.ts`).
+
+    `integrator(init_state, outer_while_loop, inner_while_loop, max_steps) -> State`
+    runs the loop with the while loops the adjoint chose.
+    """
+
+    terms: object
+    solver: object
+    controller: object
+    specs: tuple
+    t0: jax.Array
+    t1: jax.Array
+    args: object
+    direction: object
+    error_order: int | None = eqx.field(static=True)
+
+    def __call__(self, init_state, outer_while_loop, inner_while_loop, max_steps):
+        return _integrate(self, init_state, outer_while_loop, inner_while_loop, max_steps)
+
+
+def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, max_steps):
+    terms, solver, controller, specs = p.terms, p.solver, p.controller, p.specs
+    t0, t1, args, direction, error_order = p.t0, p.t1, p.args, p.direction, p.error_order
+    may_jump = controller.may_jump
+    never_rejects = controller.never_rejects
+    fevals = solver.fevals_per_step
+    tol = time_tolerance(t0, t1)
+
+    def save_step(spec, save, interp, t_start, t_end, y1, keep, inner_while_loop):
+        ts_index, index, ts_buf, ys_buf = save.ts_index, save.index, save.ts, save.ys
+        if spec.ts is not None:
+            ts = spec.ts
+            n = ts.shape[0]
+
+            def cond(c):
+                i = c[0]
+                return keep & (i < n) & (_get(ts, jnp.minimum(i, n - 1)) <= t_end)
+
+            def body(c):
+                i, j, tb, yb = c
+                tau = _get(ts, i)
+                y = interp.evaluate(tau)
+                t_user = tau * direction
+                tb = _set(tb, j, t_user)
+                yb = jax.tree.map(lambda v, b: _set(b, j, v), spec.fn(t_user, y, args), yb)
+                return i + 1, j + 1, tb, yb
+
+            ts_index, index, ts_buf, ys_buf = inner_while_loop(
+                cond,
+                body,
+                (ts_index, index, ts_buf, ys_buf),
+                max_steps=n,
+                buffers=lambda c: (c[2], c[3]),
+            )
+        if spec.steps:
+            t_user = t_end * direction
+            ts_buf = _set(ts_buf, index, t_user, pred=keep)
+            val = spec.fn(t_user, y1, args)
+            ys_buf = jax.tree.map(lambda v, b: _set(b, index, v, pred=keep), val, ys_buf)
+            index = index + keep.astype(index.dtype)
+        return SaveState(ts_index, index, ts_buf, ys_buf)
+
+    def body(state: State, inner_while_loop) -> State:
+        t_start, t_end = state.t, state.tnext
+        made_jump = state.made_jump if may_jump else False
+        y1, y_error, dense_info, solver_state, solver_result = solver.step(
+            terms, t_start, t_end, state.y, args, state.solver_state, made_jump
+        )
+        finite = _all_finite(y1)
+        if never_rejects:
+            _, _, next_t1, next_jump, cstate, cresult = controller.adapt_step_size(
+                t_start, t_end, state.y, y1, args, y_error, error_order, state.controller_state
+            )
+            keep = finite & (solver_result == RESULTS.successful)
+            # A constant step cannot be shrunk: a NaN/Inf ends the solve at once.
+            nonfinite = ~finite
+            num_nonfinite = state.num_nonfinite
+        else:
+            ctrl_keep, _, next_t1, next_jump, cstate, cresult = controller.adapt_step_size(
+                t_start, t_end, state.y, y1, args, y_error, error_order, state.controller_state
+            )
+            keep = ctrl_keep & finite & (solver_result == RESULTS.successful)
+            # Rejected although the error estimate was acceptable (a failed solver step,
+            # or NaN/Inf that the error estimate missed): retry with a quarter of the step.
+            next_t1 = jnp.where(keep | ~ctrl_keep, next_t1, t_start + 0.25 * (t_end - t_start))
+            num_nonfinite = jnp.where(keep, 0, state.num_nonfinite + (~finite).astype(jnp.int32))
+            nonfinite = num_nonfinite >= MAX_NONFINITE_REJECTIONS
+        next_t0 = jnp.where(keep, t_end, t_start)
+        next_t1 = clip_to_end(next_t1, t1, tol)
+        underflow = (next_t1 <= next_t0) & (next_t0 < t1)
+        result = jnp.where(cresult != RESULTS.successful, cresult, state.result)
+        result = jnp.where(underflow, RESULTS.dt_underflow, result)
+        if not never_rejects:
+            result = jnp.where(underflow & (num_nonfinite > 0), RESULTS.nonfinite, result)
+        result = jnp.where(nonfinite, RESULTS.nonfinite, result).astype(jnp.int32)
+
+        y = tree_where(keep, y1, state.y)
+        solver_state = tree_where(keep, solver_state, state.solver_state)
+        interp = solver.interpolation(t_start, t_end, dense_info)
+        saves = tuple(
+            save_step(spec, save, interp, t_start, t_end, y1, keep, inner_while_loop)
+            for spec, save in zip(specs, state.saves)
+        )
+        dense = state.dense
+        if dense is not None:
+            i = dense.index
+            dense = DenseState(
+                i + keep.astype(i.dtype),
+                _set(dense.ts, i + 1, t_end, pred=keep),
+                jax.tree.map(lambda v, b: _set(b, i, v, pred=keep), dense_info["y0"], dense.y0s),
+                jax.tree.map(lambda v, b: _set(b, i, v, pred=keep), dense_info["coeffs"], dense.coeffs),
+            )
+        extra = (state.made_jump & keep).astype(jnp.int32) if may_jump else 0
+        return State(
+            t=next_t0,
+            tnext=next_t1,
+            y=y,
+            solver_state=solver_state,
+            controller_state=cstate,
+            made_jump=jnp.asarray(next_jump, bool) if may_jump else state.made_jump,
+            result=result,
+            num_steps=state.num_steps + 1,
+            num_accepted_steps=state.num_accepted_steps + keep.astype(jnp.int32),
+            num_rejected_steps=state.num_rejected_steps + (~keep).astype(jnp.int32),
+            num_fevals=state.num_fevals + fevals + extra,
+            num_nonfinite=num_nonfinite,
+            saves=saves,
+            dense=dense,
+        )
+
+    def cond(state: State):
+        return (state.t < t1) & (state.result == RESULTS.successful)
+
+    final = outer_while_loop(
+        cond,
+        lambda state: body(state, inner_while_loop),
+        init_state,
+        max_steps=max_steps,
+        buffers=_buffers(init_state.dense is not None),
+    )
+    hit_max = (final.t < t1) & (final.result == RESULTS.successful)
+    result = jnp.where(hit_max, RESULTS.max_steps_reached, final.result)
+    return eqx.tree_at(lambda s: s.result, final, result.astype(jnp.int32))

@@ -1,0 +1,397 @@
+"""`diffeqsolve`: check and normalise the inputs (in Python, before tracing), build
+the initial loop state, let the adjoint run the loop, pack a `Solution`."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._adjoints._base import AbstractAdjoint
+from ._adjoints._checkpoint import RecursiveCheckpointAdjoint
+from ._controllers import AbstractStepSizeController, ConstantStepSize, StepTo
+from ._interpolation import DenseInterpolation
+from ._loop import DenseState, Integrator, SaveSpec, SaveState, State, clip_to_end, time_tolerance
+from ._misc import concrete_or_none, is_traced, time_dtype
+from ._saveat import SaveAt, SubSaveAt
+from ._solution import RESULTS, Solution, SolveError, is_successful
+from ._solvers._base import AbstractSolver
+from ._terms import AbstractTerm, _Directed
+
+
+class NoProgressMeter(eqx.Module):
+    """Report no progress (the default, and the only meter so far)."""
+
+
+def diffeqsolve(
+    terms,
+    solver,
+    t0,
+    t1,
+    dt0,
+    y0,
+    args=None,
+    *,
+    saveat=SaveAt(t1=True),
+    stepsize_controller=ConstantStepSize(),
+    adjoint=RecursiveCheckpointAdjoint(),
+    event=None,
+    max_steps=4096,
+    throw=True,
+    progress_meter=NoProgressMeter(),
+    solver_state=None,
+    controller_state=None,
+    made_jump=None,
+) -> Solution:
+    """Solve the ODE `dy/dt = f(t, y, args)` from `t0` to `t1`.
+
+    **Arguments:**
+
+    - `terms`: an `ODETerm(f)`.
+    - `solver`: e.g. `Tsit5()`, `Dopri5()`, `Euler()`.
+    - `t0`, `t1`: the interval; `t1 < t0` integrates backwards in time.
+    - `dt0`: the first step size (its sign must match `t1 - t0`); None lets an
+      adaptive controller choose it; must be None with `StepTo`.
+    - `y0`: the initial state, any PyTree of floating (or complex) arrays.
+    - `args`: passed to the vector field as its third argument.
+    - `saveat`: what to save (default: the final state).
+    - `stepsize_controller`: `ConstantStepSize()` (default), `StepTo`,
+      `PIDController`, `ClipStepSizeController`.
+    - `adjoint`: how the solve is differentiated (default `RecursiveCheckpointAdjoint()`).
+    - `event`: not supported yet (raises).
+    - `max_steps`: the most steps to take (a positive int), or None for no bound
+      (forward solves only). Buffers for `SaveAt(steps=True)`/`dense=True` have this
+      size.
+    - `throw`: raise `SolveError` if the solve fails; with False the failure is in
+      `Solution.result`, and the saved values the solve did not reach are `inf`.
+    - `solver_state`, `controller_state`, `made_jump`: continue from a previous
+      solve's final states.
+
+    **Returns:** a `Solution`.
+
+    ```python
+    import jax.numpy as jnp, odejax
+    term = odejax.ODETerm(lambda t, y, args: -y)
+    sol = odejax.diffeqsolve(term, odejax.Tsit5(), 0.0, 1.0, 0.1, jnp.array([1.0]),
+                             stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-8))
+    sol.ys  # [[0.36787944]]
+    ```
+    """
+    # --- Python-side checks, before any tracing -------------------------------------
+    if not isinstance(terms, AbstractTerm):
+        raise TypeError(
+            f"`terms` must be an odejax term such as ODETerm(vector_field), got {type(terms).__name__}."
+        )
+    if not isinstance(solver, AbstractSolver):
+        raise TypeError(f"`solver` must be an odejax solver such as Tsit5(), got {type(solver).__name__}.")
+    if not isinstance(saveat, SaveAt):
+        raise TypeError(f"`saveat` must be a SaveAt, got {type(saveat).__name__}.")
+    if not isinstance(stepsize_controller, AbstractStepSizeController):
+        raise TypeError(
+            "`stepsize_controller` must be an odejax step-size controller such as "
+            f"PIDController(rtol, atol), got {type(stepsize_controller).__name__}."
+        )
+    if not isinstance(adjoint, AbstractAdjoint):
+        raise TypeError(f"`adjoint` must be an odejax adjoint, got {type(adjoint).__name__}.")
+    if event is not None:
+        raise NotImplementedError("`event` is not supported yet by odejax (planned); pass event=None.")
+    if not isinstance(progress_meter, NoProgressMeter):
+        raise NotImplementedError("only progress_meter=NoProgressMeter() is supported so far.")
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps <= 0
+    ):
+        raise ValueError(f"`max_steps` must be a positive int or None, got {max_steps!r}.")
+    if max_steps is not None:
+        max_steps = int(max_steps)
+    y0 = _check_y0(y0)
+    if stepsize_controller.adaptive and solver.error_order(terms) is None:
+        raise ValueError(
+            f"{type(solver).__name__} has no error estimate, so it cannot be used with "
+            f"{type(stepsize_controller).__name__}: use ConstantStepSize()/StepTo(ts), or "
+            "a solver with an embedded error estimate (Heun, Bosh3, Tsit5, Dopri5, ...)."
+        )
+    base = stepsize_controller
+    while hasattr(base, "controller"):
+        base = base.controller
+    if isinstance(base, ConstantStepSize) and dt0 is None:
+        raise ValueError("`dt0` is None but ConstantStepSize needs a step size: pass dt0.")
+    if isinstance(base, StepTo) and dt0 is not None:
+        raise ValueError("`dt0` must be None with StepTo (the steps are given by its `ts`).")
+    if max_steps is None and (saveat.dense or _any_steps(saveat)):
+        raise ValueError(
+            "`max_steps=None` cannot be combined with SaveAt(steps=True) or SaveAt(dense=True), "
+            "whose buffers have max_steps entries: give an integer max_steps."
+        )
+
+    tdtype = time_dtype(t0, t1, dt0)
+    t0 = jnp.asarray(t0, tdtype)
+    t1 = jnp.asarray(t1, tdtype)
+    t0c, t1c, dt0c = concrete_or_none(t0), concrete_or_none(t1), concrete_or_none(dt0)
+    if t0c is not None and t1c is not None:
+        direction = 1 if t1c >= t0c else -1
+        if dt0c is not None and t1c != t0c and (dt0c * (t1c - t0c) <= 0):
+            raise ValueError(
+                f"`dt0`={float(dt0c)} has the wrong sign: it must have the sign of "
+                f"t1 - t0 = {float(t1c - t0c)} (and be non-zero)."
+            )
+    else:
+        direction = jnp.where(t1 >= t0, 1, -1).astype(tdtype)
+    _check_saveat_ts(saveat, t0c, t1c)
+    if isinstance(base, StepTo):
+        _check_stepto(base, t0c, t1c)
+    _check_vector_field(terms, t0, y0, args)
+
+    # --- internal time tau = direction * t, which increases ------------------------
+    iterms = terms if isinstance(direction, int) and direction == 1 else _Directed(terms, direction)
+    controller = stepsize_controller.to_internal(direction)
+    specs = [_spec(sub, direction, tdtype, max_steps) for sub in _subs(saveat)]
+    dt0i = None if dt0 is None else jnp.asarray(dt0, tdtype) * direction
+
+    solution, t_final = _solve(
+        iterms, solver, t0, t1, dt0i, y0, args, saveat, controller, adjoint, max_steps,
+        solver_state, controller_state, made_jump, specs, direction,
+    )
+    if throw:
+        solution = _raise_on_failure(solution, t_final)
+    return solution
+
+
+@eqx.filter_jit
+def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, max_steps,
+           solver_state, controller_state, made_jump, specs, direction):
+    tdtype = t0.dtype
+    ti0, ti1 = t0 * direction, t1 * direction
+    error_order = solver.error_order(terms)
+    if solver_state is None:
+        solver_state = solver.init(terms, ti0, ti1, y0, args)
+    f0 = solver_state if solver.init_fevals else solver.func(terms, ti0, y0, args)
+    if controller_state is None:
+        tnext, controller_state = controller.init(
+            ti0, ti1, y0, dt0, args, lambda t, y: terms.vf(t, y, args), f0, error_order
+        )
+        hairer = int(dt0 is None and controller.adaptive)
+    else:
+        tnext = ti0 + dt0
+        hairer = 0
+    tnext = clip_to_end(tnext, ti1, time_tolerance(ti0, ti1))
+    made_jump = jnp.asarray(False if made_jump is None else made_jump)
+    zero = jnp.asarray(0, jnp.int32)
+    saves = tuple(_init_save(spec, t0, y0, args) for spec in specs)
+    dense = _init_dense(solver, terms, ti0, ti1, y0, args, max_steps, tdtype) if saveat.dense else None
+    state = State(
+        t=ti0, tnext=tnext, y=y0, solver_state=solver_state, controller_state=controller_state,
+        made_jump=made_jump, result=zero, num_steps=zero, num_accepted_steps=zero,
+        num_rejected_steps=zero, num_fevals=zero + solver.init_fevals + hairer,
+        num_nonfinite=zero, saves=saves, dense=dense,
+    )
+    integrate = Integrator(
+        terms, solver, controller, tuple(specs), ti0, ti1, args, direction, error_order
+    )
+    final = adjoint.loop(integrate, state, max_steps)
+
+    ts, ys = [], []
+    for spec, save in zip(specs, final.saves):
+        tb, yb = save.ts, save.ys
+        if spec.t1 and not spec.steps:
+            t_user = final.t * direction
+            tb = tb.at[-1].set(t_user)
+            yb = jax.tree.map(lambda b, v: b.at[-1].set(v), yb, spec.fn(t_user, final.y, args))
+        ts.append(tb)
+        ys.append(yb)
+    subs = saveat.subs
+    if subs is None:
+        ts = ys = None
+    elif isinstance(subs, SubSaveAt):
+        ts, ys = ts[0], ys[0]
+    else:
+        treedef = jax.tree.structure(subs, is_leaf=lambda x: isinstance(x, SubSaveAt))
+        ts, ys = jax.tree.unflatten(treedef, ts), jax.tree.unflatten(treedef, ys)
+    interpolation = None
+    if final.dense is not None:
+        d = final.dense
+        interpolation = DenseInterpolation(
+            d.ts, d.y0s, d.coeffs, d.index, jnp.asarray(direction, tdtype)
+        )
+    stats = {
+        "num_steps": final.num_steps,
+        "num_accepted_steps": final.num_accepted_steps,
+        "num_rejected_steps": final.num_rejected_steps,
+        "max_steps": max_steps,
+        "num_fevals": final.num_fevals,
+    }
+    solution = Solution(
+        t0=t0, t1=t1, ts=ts, ys=ys, interpolation=interpolation, stats=stats,
+        result=final.result, solver_state=final.solver_state,
+        controller_state=final.controller_state, made_jump=final.made_jump,
+    )
+    return solution, final.t * direction
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _subs(saveat):
+    if saveat.subs is None:
+        return []
+    return jax.tree.leaves(saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt))
+
+
+def _any_steps(saveat):
+    return any(sub.steps for sub in _subs(saveat))
+
+
+def _spec(sub, direction, tdtype, max_steps):
+    ts = None if sub.ts is None else jnp.asarray(sub.ts, tdtype) * direction
+    size = (
+        int(sub.t0)
+        + (0 if ts is None else ts.shape[0])
+        + (max_steps if sub.steps else 0)
+        + int(sub.t1 and not sub.steps)
+    )
+    return SaveSpec(t0=sub.t0, t1=sub.t1, ts=ts, steps=sub.steps, fn=sub.fn, size=size)
+
+
+def _fill(shape, dtype):
+    if jnp.issubdtype(dtype, jnp.inexact):
+        return jnp.full(shape, jnp.inf, dtype)
+    return jnp.zeros(shape, dtype)
+
+
+def _init_save(spec, t0, y0, args):
+    out = jax.eval_shape(spec.fn, t0, y0, args)
+    ts = _fill((spec.size,), t0.dtype)
+    ys = jax.tree.map(lambda s: _fill((spec.size,) + s.shape, s.dtype), out)
+    index = 0
+    if spec.t0:
+        ts = ts.at[0].set(t0)
+        ys = jax.tree.map(lambda b, v: b.at[0].set(v), ys, spec.fn(t0, y0, args))
+        index = 1
+    return SaveState(jnp.asarray(0, jnp.int32), jnp.asarray(index, jnp.int32), ts, ys)
+
+
+def _init_dense(solver, terms, t0, t1, y0, args, max_steps, tdtype):
+    out = jax.eval_shape(
+        lambda: solver.step(terms, t0, t1, y0, args, solver.init(terms, t0, t1, y0, args), False)[2]
+    )
+    y0s = jax.tree.map(lambda s: _fill((max_steps,) + s.shape, s.dtype), out["y0"])
+    coeffs = jax.tree.map(lambda s: _fill((max_steps,) + s.shape, s.dtype), out["coeffs"])
+    ts = _fill((max_steps + 1,), tdtype).at[0].set(t0)
+    return DenseState(jnp.asarray(0, jnp.int32), ts, y0s, coeffs)
+
+
+def _check_y0(y0):
+    leaves, treedef = jax.tree.flatten(y0)
+    if not leaves:
+        raise ValueError("`y0` must contain at least one array.")
+    out = []
+    for leaf in leaves:
+        try:
+            arr = jnp.asarray(leaf)
+        except TypeError as e:
+            raise TypeError(
+                f"`y0` must be a PyTree of arrays; found a leaf of type {type(leaf).__name__}."
+            ) from e
+        if not jnp.issubdtype(arr.dtype, jnp.inexact):
+            raise ValueError(
+                f"`y0` has a leaf of dtype {arr.dtype}: ODE states must be floating point or "
+                "complex; convert it, e.g. jnp.asarray(y0, dtype=float)."
+            )
+        out.append(arr)
+    return jax.tree.unflatten(treedef, out)
+
+
+def _check_saveat_ts(saveat, t0c, t1c):
+    for sub in _subs(saveat):
+        if sub.ts is None or is_traced(sub.ts):
+            continue
+        ts = np.asarray(sub.ts)
+        if ts.size == 0:
+            continue
+        if t0c is not None and t1c is not None:
+            lo, hi = min(t0c, t1c), max(t0c, t1c)
+            if ts.min() < lo or ts.max() > hi:
+                raise ValueError(
+                    f"`saveat.ts` must lie within [t0, t1] = [{float(t0c)}, {float(t1c)}]; "
+                    f"got values in [{ts.min()}, {ts.max()}]."
+                )
+            increasing = t1c >= t0c
+        else:
+            increasing = bool(ts[-1] >= ts[0])
+        d = np.diff(ts)
+        if (increasing and np.any(d < 0)) or (not increasing and np.any(d > 0)):
+            raise ValueError(
+                "`saveat.ts` must be sorted in the direction of integration ("
+                + ("increasing" if increasing else "decreasing")
+                + " here)."
+            )
+
+
+def _check_stepto(ctrl, t0c, t1c):
+    ts = concrete_or_none(ctrl.ts)
+    if ts is None or t0c is None or t1c is None:
+        return
+    if ts[0] != t0c or ts[-1] != t1c:
+        raise ValueError(
+            f"StepTo(ts): `ts` must start at t0={float(t0c)} and end at t1={float(t1c)}; "
+            f"got ts[0]={ts[0]}, ts[-1]={ts[-1]}."
+        )
+    d = np.diff(ts) * (1 if t1c >= t0c else -1)
+    if np.any(d <= 0):
+        raise ValueError("StepTo(ts): `ts` must be strictly monotonic in the direction of integration.")
+
+
+def _check_vector_field(terms, t0, y0, args):
+    try:
+        out = jax.eval_shape(terms.vf, t0, y0, args)
+    except Exception as e:
+        raise type(e)(f"calling the vector field as f(t0, y0, args) failed: {e}") from e
+    want = jax.eval_shape(lambda: y0)
+    if jax.tree.structure(out) != jax.tree.structure(want):
+        raise ValueError(
+            "the vector field returned a PyTree whose structure differs from `y0`'s: "
+            f"got {jax.tree.structure(out)}, expected {jax.tree.structure(want)}."
+        )
+    for (path, o), w in zip(jax.tree_util.tree_leaves_with_path(out), jax.tree.leaves(want)):
+        where = jax.tree_util.keystr(path) or "the output"
+        if o.shape != w.shape:
+            raise ValueError(
+                f"the vector field returned shape {o.shape} at {where}, but y0 has shape "
+                f"{w.shape} there: f(t, y, args) must return an array shaped like y."
+            )
+        if o.dtype != w.dtype:
+            raise ValueError(
+                f"the vector field returned dtype {o.dtype} at {where}, but y0 has dtype "
+                f"{w.dtype} there: make f(t, y, args) return y's dtype (e.g. cast its "
+                "output, or give y0 the dtype you compute in)."
+            )
+
+
+def _raise_on_failure(solution, t_final):
+    result = jax.lax.stop_gradient(solution.result)
+    if is_traced(result):
+        msgs = [RESULTS.message(code) for code in range(len(RESULTS._messages))]
+        bad = ~is_successful(result)
+        return eqx.tree_at(
+            lambda s: s.ys,
+            solution,
+            eqx.branched_error_if(solution.ys, bad, result, msgs),
+            is_leaf=lambda x: x is None,
+        ) if solution.ys is not None else solution
+    codes = np.asarray(result)
+    failed = ~np.asarray(is_successful(codes))
+    if not np.any(failed):
+        return solution
+    idx = np.argwhere(failed)[0]
+    idx = tuple(idx)
+    code = int(codes[idx])
+    t_at = float(np.asarray(t_final)[idx]) if np.ndim(t_final) else float(t_final)
+    info = {
+        "t": t_at,
+        "t0": float(np.asarray(solution.t0)[idx] if np.ndim(solution.t0) else solution.t0),
+        "t1": float(np.asarray(solution.t1)[idx] if np.ndim(solution.t1) else solution.t1),
+        "max_steps": solution.stats["max_steps"],
+        "num_steps": int(np.asarray(solution.stats["num_steps"])[idx]),
+    }
+    where = f" (batch element {idx})" if np.ndim(codes) else ""
+    raise SolveError("diffeqsolve failed" + where + ": " + RESULTS.message(code, **info), result=code)

@@ -1,0 +1,57 @@
+"""The solver interface."""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+
+
+class AbstractSolver(eqx.Module):
+    """Base class of all solvers.
+
+    A solver advances the solution by one step. Contract with the loop:
+
+    - `init(terms, t0, t1, y0, args) -> solver_state` is called once.
+    - `step(terms, t0, t1, y0, args, solver_state, made_jump)` returns
+      `(y1, y_error, dense_info, solver_state, result)`: the candidate solution at
+      `t1`, an error estimate shaped like `y1` (or None if the solver has none), the
+      data its interpolation needs, the new state (used only if the step is
+      accepted) and a result code (`RESULTS.successful` unless the step itself
+      failed, in which case the loop rejects the step and shrinks `dt`).
+      `made_jump` is True when the vector field may be discontinuous at `t0`: any
+      cached evaluation of it must be recomputed.
+    - `interpolation(t0, t1, dense_info)` returns a local interpolation with
+      `evaluate(t)` and `derivative(t)` valid on `[t0, t1]`; dense infos of
+      accepted steps are stacked by the loop for `SaveAt(dense=True)`.
+    - `fevals_per_step` is the number of vector-field evaluations one step makes.
+    """
+
+    fevals_per_step: ClassVar[int]
+    init_fevals: ClassVar[int] = 0
+
+    @abc.abstractmethod
+    def order(self, terms) -> int:
+        """The order of the method."""
+
+    def error_order(self, terms) -> int | None:
+        """The exponent the step-size controller uses, or None if the solver has no
+        error estimate (it can then only be used with a non-adaptive controller)."""
+        return None
+
+    @abc.abstractmethod
+    def init(self, terms, t0, t1, y0, args):
+        """The initial solver state."""
+
+    @abc.abstractmethod
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        """One step from `t0` to `t1`."""
+
+    @abc.abstractmethod
+    def interpolation(self, t0, t1, dense_info):
+        """The local interpolation of one step."""
+
+    def func(self, terms, t0, y0, args):
+        """The vector field at `(t0, y0)`."""
+        return terms.vf(t0, y0, args)
