@@ -20,7 +20,7 @@ EXPLICIT_SOLVERS = [
     # conditions up to order 5 only, not 7 (checked against all rooted trees).
     (odejax.Dopri8(), 8, 5),
 ]
-ADAPTIVE_SOLVERS = [s for s in EXPLICIT_SOLVERS if s[0].error_order() is not None]
+ADAPTIVE_SOLVERS = [s for s in EXPLICIT_SOLVERS if s[0].error_order(None) is not None]
 
 
 def solver_id(entry):

@@ -126,7 +126,7 @@ def test_user_rk4_fourth_order():
 
 
 def test_user_method_without_error_estimate_is_not_adaptive():
-    assert ClassicalRK4().error_order() is None
+    assert ClassicalRK4().error_order(None) is None
     with pytest.raises(ValueError, match="ClassicalRK4.*error estimate"):
         odejax.diffeqsolve(
             odejax.ODETerm(nonlinear_vf), ClassicalRK4(), 0.0, T1, 0.1, jnp.asarray(NL_Y0),
@@ -140,7 +140,7 @@ def test_user_embedded_method_is_adaptive():
         odejax.ODETerm(nonlinear_vf), HeunEuler(), 0.0, T1, None, jnp.asarray(NL_Y0),
         stepsize_controller=odejax.PIDController(rtol=tol, atol=tol), max_steps=4096,
     )
-    assert HeunEuler().error_order() == 2
+    assert HeunEuler().error_order(None) == 2
     assert np.max(np.abs(np.asarray(sol.ys[0]) - nonlinear_exact(T1))) < 100 * tol
     # The same tableau as the built-in Heun: the same steps, to rounding.
     builtin = odejax.diffeqsolve(

@@ -91,7 +91,9 @@ class ConstantStepSize(AbstractStepSizeController):
     """Steps of the fixed size `dt0` (the last step is shortened to end at `t1`).
 
     ```python
-    sol = odejax.diffeqsolve(term, odejax.Euler(), 0.0, 1.0, 0.01, y0,
+    import jax.numpy as jnp, odejax
+    term = odejax.ODETerm(lambda t, y, args: -y)
+    sol = odejax.diffeqsolve(term, odejax.Euler(), 0.0, 1.0, 0.01, jnp.ones(2),
                              stepsize_controller=odejax.ConstantStepSize())
     ```
     """
@@ -113,7 +115,10 @@ class StepTo(AbstractStepSizeController):
     pass `dt0=None`.
 
     ```python
+    import jax.numpy as jnp, odejax
     ctrl = odejax.StepTo(ts=jnp.linspace(0.0, 1.0, 101))
+    sol = odejax.diffeqsolve(odejax.ODETerm(lambda t, y, args: -y), odejax.Tsit5(),
+                             0.0, 1.0, None, jnp.ones(2), stepsize_controller=ctrl)
     ```
     """
 
@@ -153,14 +158,24 @@ class PIDController(AbstractStepSizeController):
     grows. With `dt0=None` the first step is chosen by Hairer & Wanner's algorithm
     (Solving ODEs I, II.4).
 
-    **Arguments:** `rtol`, `atol` (scalars); `pcoeff=0`, `icoeff=1`, `dcoeff=0`;
-    `dtmin`, `dtmax` (None for no bound); `force_dtmin=True` (at `dtmin`, accept the
-    step anyway; with False the solve ends with `RESULTS.dt_min_reached`);
-    `factormin=0.2`, `factormax=10.0`, `safety=0.9`, `error_order=None`,
-    `norm=rms_norm`.
+    **Arguments:**
+
+    - `rtol`, `atol`: relative and absolute tolerances (scalars).
+    - `pcoeff=0`, `icoeff=1`, `dcoeff=0`: the PID coefficients.
+    - `dtmin`, `dtmax`: bounds on the step size (None for no bound).
+    - `force_dtmin=True`: at `dtmin`, accept the step anyway; with False the solve
+      ends with `RESULTS.dt_min_reached`.
+    - `factormin=0.2`, `factormax=10.0`: bounds on the factor by which the step
+      changes; `safety=0.9`.
+    - `error_order=None`: override the solver's error order.
+    - `norm=rms_norm`: the norm of the scaled error (`rms_norm` or `max_norm`, or any
+      function of a PyTree returning a scalar).
 
     ```python
+    import jax.numpy as jnp, odejax
     ctrl = odejax.PIDController(rtol=1e-6, atol=1e-8)
+    sol = odejax.diffeqsolve(odejax.ODETerm(lambda t, y, args: -y), odejax.Tsit5(),
+                             0.0, 1.0, None, jnp.ones(2), stepsize_controller=ctrl)
     ```
     """
 
@@ -207,7 +222,7 @@ class PIDController(AbstractStepSizeController):
     def init(self, t0, t1, y0, dt0, args, func, f0, error_order):
         state = (jnp.ones((), t0.dtype), jnp.ones((), t0.dtype))
         if dt0 is not None:
-            return t0 + jnp.asarray(dt0, t0.dtype), state
+            return t0 + self._clamp(jnp.asarray(dt0, t0.dtype)), state
         # Hairer, Nørsett & Wanner, Solving ODEs I, Section II.4 (starting step size).
         k = self._error_order(error_order)
 
@@ -229,12 +244,16 @@ class PIDController(AbstractStepSizeController):
             jnp.maximum(1e-6, h0 * 1e-3),
             (0.01 / jnp.where(dmax <= 1e-15, 1, dmax)) ** (1.0 / k),
         )
-        dt = jnp.minimum(100 * h0, h1)
+        dt = jnp.minimum(100 * h0, h1).astype(t0.dtype)
+        return t0 + self._clamp(dt), state
+
+    def _clamp(self, dt):
+        """`dt` within [dtmin, dtmax] (where given)."""
         if self.dtmax is not None:
             dt = jnp.minimum(dt, self.dtmax)
         if self.dtmin is not None:
             dt = jnp.maximum(dt, self.dtmin)
-        return t0 + dt.astype(t0.dtype), state
+        return dt.astype(dt.dtype)
 
     def adapt_step_size(self, t0, t1, y0, y1, args, y_error, error_order, state):
         prev_inv, prev_prev_inv = state
@@ -292,8 +311,12 @@ class ClipStepSizeController(AbstractStepSizeController):
     exactly there and the next step re-evaluates the vector field (FSAL is restarted).
 
     ```python
+    import jax.numpy as jnp, odejax
     ctrl = odejax.ClipStepSizeController(odejax.PIDController(rtol=1e-6, atol=1e-8),
                                          jump_ts=jnp.array([1.0]))
+    f = lambda t, y, args: jnp.where(t < 1.0, -y, y)  # discontinuous at t = 1
+    sol = odejax.diffeqsolve(odejax.ODETerm(f), odejax.Tsit5(), 0.0, 2.0, None,
+                             jnp.ones(2), stepsize_controller=ctrl)
     ```
     """
 
@@ -328,14 +351,17 @@ class ClipStepSizeController(AbstractStepSizeController):
         )
 
     def _clip(self, t0, t1):
-        """Clip the step `[t0, t1]` to the first step/jump time inside it."""
+        """Clip the step `[t0, t1]` to the first step/jump time inside it. A step that
+        meets a jump ends one ULP before it, so that no stage sees the far side of the
+        discontinuity; the next step starts one ULP after it (see `adapt_step_size`)."""
         is_jump = jnp.asarray(False)
         if self.step_ts is not None:
             t1 = jnp.minimum(t1, _next_in(self.step_ts.astype(t0.dtype), t0))
         if self.jump_ts is not None:
             tj = _next_in(self.jump_ts.astype(t0.dtype), t0)
-            is_jump = tj <= t1
-            t1 = jnp.minimum(t1, tj)
+            before = jnp.nextafter(tj, jnp.asarray(-jnp.inf, tj.dtype))
+            is_jump = before <= t1
+            t1 = jnp.where(is_jump, jnp.maximum(before, t0), t1)
         return t1, is_jump
 
     def init(self, t0, t1, y0, dt0, args, func, f0, error_order):
@@ -348,6 +374,13 @@ class ClipStepSizeController(AbstractStepSizeController):
         keep, next_t0, next_t1, made_jump, inner, result = self.controller.adapt_step_size(
             t0, t1, y0, y1, args, y_error, error_order, inner
         )
-        made_jump = (keep & ends_at_jump) | made_jump
+        jumped = keep & ends_at_jump
+        if self.jump_ts is not None:
+            # Step over the jump: from one ULP before it to one ULP after it.
+            inf = jnp.asarray(jnp.inf, next_t0.dtype)
+            after = jnp.nextafter(jnp.nextafter(next_t0, inf), inf)
+            next_t1 = jnp.where(jumped, next_t1 + (after - next_t0), next_t1)
+            next_t0 = jnp.where(jumped, after, next_t0)
+        made_jump = jumped | made_jump
         next_t1, is_jump = self._clip(next_t0, next_t1)
         return keep, next_t0, next_t1, made_jump, (inner, is_jump), result

@@ -202,7 +202,7 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
         )
         finite = _all_finite(y1)
         if never_rejects:
-            _, _, next_t1, next_jump, cstate, cresult = controller.adapt_step_size(
+            _, ctrl_t0, next_t1, next_jump, cstate, cresult = controller.adapt_step_size(
                 t_start, t_end, state.y, y1, args, y_error, error_order, state.controller_state
             )
             keep = active & finite & (solver_result == RESULTS.successful)
@@ -210,7 +210,7 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             nonfinite = ~finite
             num_nonfinite = state.num_nonfinite
         else:
-            ctrl_keep, _, next_t1, next_jump, cstate, cresult = controller.adapt_step_size(
+            ctrl_keep, ctrl_t0, next_t1, next_jump, cstate, cresult = controller.adapt_step_size(
                 t_start, t_end, state.y, y1, args, y_error, error_order, state.controller_state
             )
             keep = active & ctrl_keep & finite & (solver_result == RESULTS.successful)
@@ -219,7 +219,9 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             next_t1 = jnp.where(keep | ~ctrl_keep, next_t1, t_start + 0.25 * (t_end - t_start))
             num_nonfinite = jnp.where(keep, 0, state.num_nonfinite + (~finite).astype(jnp.int32))
             nonfinite = num_nonfinite >= MAX_NONFINITE_REJECTIONS
-        next_t0 = jnp.where(keep, t_end, t_start)
+        # An accepted step continues where the controller says (at `t_end`, or just past
+        # a discontinuity); a rejected one retries from `t_start`.
+        next_t0 = jnp.minimum(jnp.where(keep, ctrl_t0, t_start), t1)
         next_t1 = clip_to_end(next_t1, t1, tol)
         underflow = (next_t1 <= next_t0) & (next_t0 < t1)
         result = jnp.where(cresult != RESULTS.successful, cresult, state.result)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools as ft
 
+import equinox.internal as eqxi
+
 from ._base import AbstractAdjoint, lax_loops, while_loop
 
 
@@ -29,4 +31,12 @@ class ForwardMode(AbstractAdjoint):
 
     def loop(self, integrate, init_state, max_steps):
         outer, inner = lax_loops()
-        return integrate(init_state, outer, inner, max_steps)
+        final = integrate(init_state, outer, inner, max_steps)
+        return eqxi.nondifferentiable_backward(
+            final,
+            msg=(
+                "adjoint=ForwardMode() supports forward-mode differentiation only (jax.jvp, "
+                "jax.jacfwd); for jax.grad/jax.vjp use RecursiveCheckpointAdjoint() or "
+                "DirectAdjoint()."
+            ),
+        )

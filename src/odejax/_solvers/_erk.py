@@ -41,10 +41,13 @@ class AbstractERK(AbstractSolver):
             cls.fevals_per_step = a.shape[0] - 1
             cls.init_fevals = 1
 
-    def order(self, terms=None) -> int:
+    def order(self, terms) -> int:
+        """The order of the method (from its tableau)."""
         return self.tableau.order
 
-    def error_order(self, terms=None) -> int | None:
+    def error_order(self, terms) -> int | None:
+        """One more than the embedded order (the exponent the controller uses), or
+        None without an error estimate."""
         tab = self.tableau
         return None if tab.b_error is None else tab.embedded_order + 1
 

@@ -48,7 +48,9 @@ class Tsit5(AbstractERK):
     problems.
 
     ```python
-    sol = odejax.diffeqsolve(odejax.ODETerm(f), odejax.Tsit5(), 0.0, 1.0, None, y0,
+    import jax.numpy as jnp, odejax
+    term = odejax.ODETerm(lambda t, y, args: -y)
+    sol = odejax.diffeqsolve(term, odejax.Tsit5(), 0.0, 1.0, None, jnp.ones(2),
                              stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-8))
     ```
     """
