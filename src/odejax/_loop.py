@@ -246,12 +246,14 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
                 jax.tree.map(lambda v, b: _set(b, i, v, pred=keep), dense_info["y0"], dense.y0s),
                 jax.tree.map(lambda v, b: _set(b, i, v, pred=keep), dense_info["coeffs"], dense.coeffs),
             )
-        extra = (state.made_jump & keep).astype(jnp.int32) if may_jump else 0
+        # A step that starts at a jump re-evaluates the vector field there (kept or not).
+        extra = (state.made_jump & active).astype(jnp.int32) if may_jump else 0
         step = active.astype(jnp.int32)
         small_new = (
             next_t1,
             cstate,
-            jnp.asarray(next_jump, bool) if may_jump else state.made_jump,
+            # Only an accepted step can end at a jump; a retry keeps the flag.
+            jnp.where(keep, jnp.asarray(next_jump, bool), state.made_jump) if may_jump else state.made_jump,
             result,
             num_nonfinite,
         )

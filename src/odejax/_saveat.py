@@ -27,9 +27,13 @@ def _check_ts(ts):
 
 class SubSaveAt(eqx.Module):
     """One group of outputs: save `fn(t, y, args)` at `t0`, at the times `ts`, after
-    every accepted step (`steps`), and/or at `t1` (in that order in the output).
+    every accepted step (`steps`), and/or at `t1`.
 
-    `steps=True` allocates `max_steps` entries; those the solve does not use are `inf`.
+    The output holds the `t0` entry first and the `t1` entry last; in between, the
+    `ts` entries and the step ends come in time order (interleaved when both are
+    asked for). `steps=True` allocates `max_steps` entries; entries the solve does not
+    reach are `inf`. With `throw=False`, the `t1` entry holds the state where a failed
+    solve stopped, and its time in `ts` says where that was.
     """
 
     t0: bool = eqx.field(default=False, static=True)
