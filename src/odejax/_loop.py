@@ -94,6 +94,19 @@ def _set(buf, i, x, pred=True):
     return jax.lax.dynamic_update_index_in_dim(buf, jnp.asarray(x, buf.dtype), i, 0)
 
 
+def _if_vmap(pred, new, old):
+    """`where(pred, new, old)` leaf by leaf where `pred` is batched (under `vmap`), and
+    simply `new` where it is not: in an unbatched loop body `pred` (the loop condition)
+    is always True, so the select and the computation of `pred` cost nothing."""
+
+    def leaf(a, b):
+        a, b = jnp.asarray(a), jnp.asarray(b)
+        b = jnp.broadcast_to(b, a.shape).astype(a.dtype)
+        return eqxi.select_if_vmap_p.bind(jnp.asarray(pred, bool), a, b)
+
+    return jax.tree.map(leaf, new, old)
+
+
 def _get(array, i):
     """`array[i]` for a traced `i`, as a dynamic slice (not a gather)."""
     return jax.lax.dynamic_index_in_dim(array, i, keepdims=False)
@@ -163,7 +176,7 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             def body(c):
                 # A no-op where `cond` is False (a finished batch element, see below).
                 i, j, tb, yb = c
-                active = cond(c)
+                active = _if_vmap(cond(c), True, False)
                 tau = _get(ts, jnp.minimum(i, n - 1))
                 y = interp.evaluate(tau)
                 t_user = tau * direction
@@ -194,7 +207,7 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
         # others go on (under vmap the loop runs while any element is active): for them
         # the body must be a no-op. Loop buffers are written only where `keep`, so no
         # select over whole buffers is ever needed.
-        active = cond(state)
+        active = _if_vmap(cond(state), True, False)
         t_start, t_end = state.t, state.tnext
         made_jump = state.made_jump if may_jump else False
         y1, y_error, dense_info, solver_state, solver_result = solver.step(
@@ -264,7 +277,7 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             state.result,
             state.num_nonfinite,
         )
-        next_t1, cstate, made_jump, result, num_nonfinite = tree_where(active, small_new, small_old)
+        next_t1, cstate, made_jump, result, num_nonfinite = _if_vmap(active, small_new, small_old)
         return State(
             t=next_t0,
             tnext=next_t1,
