@@ -48,32 +48,29 @@ def reference():
     return sol.y.T
 
 
-def make_odejax(grad, batch=0):
+def make(lib, grad, batch=0):
+    """The benchmark solve through `lib` (odejax or diffrax: the same API)."""
+
     def solve(y0, p):
-        sol = odejax.diffeqsolve(
-            odejax.ODETerm(vf), odejax.Tsit5(), T0, T1, 0.01, y0, p,
-            saveat=odejax.SaveAt(ts=TS),
-            stepsize_controller=odejax.PIDController(rtol=RTOL, atol=ATOL),
+        sol = lib.diffeqsolve(
+            lib.ODETerm(vf), lib.Tsit5(), T0, T1, 0.01, y0, p,
+            saveat=lib.SaveAt(ts=TS),
+            stepsize_controller=lib.PIDController(rtol=RTOL, atol=ATOL),
             max_steps=4096,
         )
         return sol.ys, sol.stats["num_steps"]
 
     return _wrap(solve, grad, batch)
+
+
+def make_odejax(grad, batch=0):
+    return make(odejax, grad, batch)
 
 
 def make_diffrax(grad, batch=0):
     import diffrax
 
-    def solve(y0, p):
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(vf), diffrax.Tsit5(), T0, T1, 0.01, y0, p,
-            saveat=diffrax.SaveAt(ts=TS),
-            stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
-            max_steps=4096,
-        )
-        return sol.ys, sol.stats["num_steps"]
-
-    return _wrap(solve, grad, batch)
+    return make(diffrax, grad, batch)
 
 
 def _wrap(solve, grad, batch=0):
