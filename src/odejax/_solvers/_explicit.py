@@ -67,8 +67,11 @@ class Dopri5(AbstractERK):
 
 
 class Dopri8(AbstractERK):
-    """The Dormand-Prince 8(7) method (Prince & Dormand 1981). Order 8, embedded
-    order 7, 14 stages (FSAL form); 7th-order dense output (Bogacki & Shampine
-    1990). For tight tolerances on smooth problems."""
+    """The Dormand-Prince 8(7) method (RK8(7)13M, Prince & Dormand 1981). Order 8,
+    embedded order 7, 13 stages plus FSAL. Dense output: the continuous extension
+    that diffrax uses (from the same 14 stages), which satisfies the order conditions
+    up to order 5 only (its local error is O(h^6)): a 7th-order interpolant needs
+    extra stages and is not implemented yet. For tight tolerances on smooth
+    problems."""
 
     tableau = tab.DOPRI8
