@@ -1,8 +1,13 @@
 """Dense output: the polynomial of one step, and the piecewise polynomial of a solve.
 
 Every explicit Runge-Kutta method in odejax writes its continuous extension in one
-form, `y(t0 + theta h) = y0 + sum_{m=1..p} coeffs[m-1] theta^m`, so one
-interpolation class serves them all (the method's own extension, or cubic Hermite).
+form (the method's own extension, or cubic Hermite),
+
+    y(t0 + theta h) = y0 + scale * sum_i ks[i] * sum_m weights[i, m] theta^(m+1),
+
+with the stages `ks`, a static weight matrix and `scale = h`; the stored dense output
+of a whole solve uses the same class with the polynomial coefficients as `ks`, the
+identity as `weights` and `scale = 1`. So one interpolation class serves them all.
 """
 
 from __future__ import annotations
@@ -10,63 +15,99 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._misc import cast_scalar
-
-
-def _poly(y0, coeffs, theta):
-    """`y0 + sum_m coeffs[m] theta^(m+1)` by Horner's rule; `coeffs` is a tuple of
-    PyTrees shaped like `y0`."""
-
-    def leaf(y0_, *c):
-        th = cast_scalar(theta, y0_.dtype)
-        acc = c[-1]
-        for m in range(len(c) - 2, -1, -1):
-            acc = acc * th + c[m]
-        return y0_ + acc * th
-
-    return jax.tree.map(leaf, y0, *coeffs)
+from ._misc import cast_scalar, lincomb
 
 
-def _poly_derivative(coeffs, theta, h):
-    """d/dt of `_poly`: `sum_m (m+1) coeffs[m] theta^m / h`."""
+def _weights(weights, theta, derivative):
+    """Per-stage scalar weights `sum_m weights[i, m] theta^(m+1)` (or their
+    d/dtheta), skipping zero coefficients (static). None where a stage has none."""
+    p = len(weights[0])
+    powers = [jnp.ones_like(theta), theta]
+    for _ in range(p - 1):
+        powers.append(powers[-1] * theta)
+    out = []
+    for row in weights:
+        w = None
+        for m, c in enumerate(row):
+            if c != 0:
+                term = (c * (m + 1)) * powers[m] if derivative else float(c) * powers[m + 1]
+                w = term if w is None else w + term
+        out.append(w)
+    return out
 
-    def leaf(*c):
-        th = cast_scalar(theta, c[0].dtype)
-        p = len(c)
-        acc = p * c[-1]
-        for m in range(p - 2, -1, -1):
-            acc = acc * th + (m + 1) * c[m]
-        return acc / cast_scalar(h, c[0].dtype)
 
-    return jax.tree.map(leaf, *coeffs)
+def _combine(base, scale, ws, ks):
+    """`base + scale * sum_i ws[i] ks[i]` leaf by leaf, `ws` traced scalars or None."""
+    pairs = [(w, k) for w, k in zip(ws, ks) if w is not None]
+
+    def leaf(*args):
+        b, leaves = (None, args) if base is None else (args[0], args[1:])
+        acc = None
+        for (w, _), k in zip(pairs, leaves):
+            term = cast_scalar(w, k.dtype) * k
+            acc = term if acc is None else acc + term
+        if acc is None:
+            return b if b is not None else jnp.zeros_like(leaves[0])
+        acc = cast_scalar(scale, acc.dtype) * acc
+        return acc if b is None else b + acc
+
+    trees = ([] if base is None else [base]) + [k for _, k in pairs]
+    if not pairs:
+        return base if base is not None else jax.tree.map(jnp.zeros_like, ks[0])
+    return jax.tree.map(leaf, *trees)
+
+
+def _static_matrix(w):
+    """A matrix as a tuple of rows of Python floats: static and hashable."""
+    return tuple(map(tuple, np.asarray(w, float).tolist()))
 
 
 class LocalPolynomialInterpolation(eqx.Module):
-    """The dense output of one step on `[t0, t1]`: `y0 + sum_m coeffs[m] theta^(m+1)`
-    with `theta = (t - t0) / (t1 - t0)`; `coeffs` is a tuple of `p` PyTrees shaped
-    like `y0` (`p` the degree)."""
+    """The dense output of one step on `[t0, t1]`:
+    `y0 + scale * sum_i ks[i] sum_m weights[i, m] theta^(m+1)`,
+    `theta = (t - t0) / (t1 - t0)`. `ks` is a tuple of PyTrees shaped like `y0` (a
+    Runge-Kutta method's stages, with `scale = t1 - t0`, or polynomial coefficients,
+    with the identity as `weights` and `scale = 1`); `weights` is a static NumPy
+    matrix with one row per entry of `ks`."""
 
     t0: jax.Array
     t1: jax.Array
     y0: object
-    coeffs: object
+    ks: tuple
+    weights: tuple = eqx.field(static=True, converter=_static_matrix)
+    scale: jax.Array
 
     def _theta(self, t):
         h = self.t1 - self.t0
-        return jnp.where(h == 0, 0, (t - self.t0) / jnp.where(h == 0, 1, h)), h
+        safe = jnp.where(h == 0, 1, h)
+        return jnp.where(h == 0, 0, (t - self.t0) / safe), safe
 
     def evaluate(self, t0, t1=None, left=True):
+        """The interpolant at `t0` (or its increment from `t0` to `t1`)."""
         del left
         if t1 is not None:
             return jax.tree.map(lambda a, b: b - a, self.evaluate(t0), self.evaluate(t1))
         theta, _ = self._theta(t0)
-        return _poly(self.y0, self.coeffs, theta)
+        return _combine(self.y0, self.scale, _weights(self.weights, theta, False), self.ks)
 
     def derivative(self, t, left=True):
+        """d/dt of the interpolant at `t`."""
         del left
         theta, h = self._theta(t)
-        return _poly_derivative(self.coeffs, theta, h)
+        ws = _weights(self.weights, theta, True)
+        return _combine(None, self.scale / h, ws, self.ks)
+
+    def coefficients(self):
+        """The polynomial coefficients `c_m` of `y0 + sum_m c_m theta^(m+1)` (a tuple
+        of PyTrees shaped like `y0`), for storing the dense output of a solve."""
+        out = []
+        weights = np.asarray(self.weights)
+        for m in range(weights.shape[1]):
+            c = lincomb(None, self.scale, weights[:, m], list(self.ks))
+            out.append(jax.tree.map(jnp.zeros_like, self.y0) if c is None else c)
+        return tuple(out)
 
 
 class DenseInterpolation(eqx.Module):
@@ -92,8 +133,10 @@ class DenseInterpolation(eqx.Module):
         t0 = self.ts[idx]
         t1 = self.ts[idx + 1]
         y0 = jax.tree.map(lambda x: x[idx], self.y0s)
-        coeffs = jax.tree.map(lambda x: x[idx], self.coeffs)
-        return LocalPolynomialInterpolation(t0, t1, y0, coeffs), tau
+        coeffs = tuple(jax.tree.map(lambda x: x[idx], c) for c in self.coeffs)
+        identity = np.eye(len(coeffs))
+        one = jnp.ones((), t0.dtype)
+        return LocalPolynomialInterpolation(t0, t1, y0, coeffs, identity, one), tau
 
     def evaluate(self, t0, t1=None, left=True):
         """The solution at `t0` (or `y(t1) - y(t0)` if `t1` is given)."""

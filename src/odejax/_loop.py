@@ -256,8 +256,10 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             dense = DenseState(
                 i + keep.astype(i.dtype),
                 _set(dense.ts, i + 1, t_end, pred=keep),
-                jax.tree.map(lambda v, b: _set(b, i, v, pred=keep), dense_info["y0"], dense.y0s),
-                jax.tree.map(lambda v, b: _set(b, i, v, pred=keep), dense_info["coeffs"], dense.coeffs),
+                jax.tree.map(lambda v, b: _set(b, i, v, pred=keep), interp.y0, dense.y0s),
+                jax.tree.map(
+                    lambda v, b: _set(b, i, v, pred=keep), interp.coefficients(), dense.coeffs
+                ),
             )
         # A step that starts at a jump re-evaluates the vector field there (kept or not).
         extra = (state.made_jump & active).astype(jnp.int32) if may_jump else 0

@@ -279,12 +279,16 @@ def _init_save(spec, t0, y0, args):
 
 
 def _init_dense(solver, terms, t0, t1, y0, args, max_steps, tdtype):
-    out = jax.eval_shape(
-        lambda: solver.step(terms, t0, t1, y0, args, solver.init(terms, t0, t1, y0, args), False)[2]
-    )
+    def local():
+        state = solver.init(terms, t0, t1, y0, args)
+        dense_info = solver.step(terms, t0, t1, y0, args, state, False)[2]
+        interp = solver.interpolation(t0, t1, dense_info)
+        return interp.y0, interp.coefficients()
+
+    out_y0, out_coeffs = jax.eval_shape(local)
     # One scratch row each, see `_loop._set`.
-    y0s = jax.tree.map(lambda s: _fill((max_steps + 1,) + s.shape, s.dtype), out["y0"])
-    coeffs = jax.tree.map(lambda s: _fill((max_steps + 1,) + s.shape, s.dtype), out["coeffs"])
+    y0s = jax.tree.map(lambda s: _fill((max_steps + 1,) + s.shape, s.dtype), out_y0)
+    coeffs = jax.tree.map(lambda s: _fill((max_steps + 1,) + s.shape, s.dtype), out_coeffs)
     ts = _fill((max_steps + 2,), tdtype).at[0].set(t0)
     return DenseState(jnp.asarray(0, jnp.int32), ts, y0s, coeffs)
 

@@ -72,14 +72,14 @@ class AbstractERK(AbstractSolver):
             ks.append(terms.vf(ti, yi, args))
         y1 = yi  # the last stage is evaluated at (t1, y1)
         y_error = None if b_error is None else lincomb(None, h, b_error, ks)
-        coeffs = tuple(lincomb(None, h, b_dense[:, m], ks) for m in range(b_dense.shape[1]))
-        coeffs = tuple(_zeros(y0) if c is None else c for c in coeffs)
-        dense_info = {"y0": y0, "coeffs": coeffs}
+        # The interpolation is built from the stages only where it is used (saving
+        # at `SaveAt.ts`, dense output): cheaper to compile than coefficients made
+        # every step.
+        dense_info = {"y0": y0, "ks": tuple(ks)}
         return y1, y_error, dense_info, ks[-1], RESULTS.successful
 
     def interpolation(self, t0, t1, dense_info):
-        return LocalPolynomialInterpolation(t0, t1, dense_info["y0"], dense_info["coeffs"])
+        return LocalPolynomialInterpolation(
+            t0, t1, dense_info["y0"], dense_info["ks"], self._b_dense, t1 - t0
+        )
 
-
-def _zeros(y):
-    return jax.tree.map(jnp.zeros_like, y)
