@@ -245,6 +245,8 @@ class PIDController(AbstractStepSizeController):
             (0.01 / jnp.where(dmax <= 1e-15, 1, dmax)) ** (1.0 / k),
         )
         dt = jnp.minimum(100 * h0, h1).astype(t0.dtype)
+        # Never below the resolution of time at t0 (a zero-length first step).
+        dt = jnp.maximum(dt, 8 * jnp.finfo(t0.dtype).eps * jnp.abs(t0))
         return t0 + self._clamp(dt), state
 
     def _clamp(self, dt):
@@ -295,6 +297,20 @@ class PIDController(AbstractStepSizeController):
             jnp.where(keep, prev_inv, prev_prev_inv).astype(tdtype),
         )
         return keep, next_t0, next_t1, False, state, result
+
+
+@jax.custom_jvp
+def _nextafter(x, direction):
+    """`jnp.nextafter(x, direction)`, differentiable as the identity in `x` (JAX has no
+    derivative rule for it; moving by one ULP does not change the derivative)."""
+    return jnp.nextafter(x, direction)
+
+
+@_nextafter.defjvp
+def _nextafter_jvp(primals, tangents):
+    x, direction = primals
+    tx, _ = tangents
+    return _nextafter(x, direction), tx
 
 
 def _next_in(ts, t):
@@ -354,33 +370,32 @@ class ClipStepSizeController(AbstractStepSizeController):
         """Clip the step `[t0, t1]` to the first step/jump time inside it. A step that
         meets a jump ends one ULP before it, so that no stage sees the far side of the
         discontinuity; the next step starts one ULP after it (see `adapt_step_size`)."""
-        is_jump = jnp.asarray(False)
         if self.step_ts is not None:
             t1 = jnp.minimum(t1, _next_in(self.step_ts.astype(t0.dtype), t0))
         if self.jump_ts is not None:
-            tj = _next_in(self.jump_ts.astype(t0.dtype), t0)
-            before = jnp.nextafter(tj, jnp.asarray(-jnp.inf, tj.dtype))
-            is_jump = before <= t1
-            t1 = jnp.where(is_jump, jnp.maximum(before, t0), t1)
-        return t1, is_jump
+            t1 = jnp.minimum(t1, jnp.maximum(self._before_jump(t0), t0))
+        return t1
+
+    def _before_jump(self, t0):
+        """One ULP before the first jump time after `t0` (inf if none)."""
+        tj = _next_in(self.jump_ts.astype(t0.dtype), t0)
+        return _nextafter(tj, jnp.asarray(-jnp.inf, tj.dtype))
 
     def init(self, t0, t1, y0, dt0, args, func, f0, error_order):
-        tnext, inner = self.controller.init(t0, t1, y0, dt0, args, func, f0, error_order)
-        tnext, is_jump = self._clip(t0, tnext)
-        return tnext, (inner, is_jump)
+        tnext, state = self.controller.init(t0, t1, y0, dt0, args, func, f0, error_order)
+        return self._clip(t0, tnext), state
 
     def adapt_step_size(self, t0, t1, y0, y1, args, y_error, error_order, state):
-        inner, ends_at_jump = state
-        keep, next_t0, next_t1, made_jump, inner, result = self.controller.adapt_step_size(
-            t0, t1, y0, y1, args, y_error, error_order, inner
+        keep, next_t0, next_t1, made_jump, state, result = self.controller.adapt_step_size(
+            t0, t1, y0, y1, args, y_error, error_order, state
         )
-        jumped = keep & ends_at_jump
         if self.jump_ts is not None:
-            # Step over the jump: from one ULP before it to one ULP after it.
+            # Whether the step ended at a jump is read off the times (no state to keep
+            # in sync): then step over it, from one ULP before to one ULP after.
+            jumped = keep & (t1 >= self._before_jump(t0))
             inf = jnp.asarray(jnp.inf, next_t0.dtype)
-            after = jnp.nextafter(jnp.nextafter(next_t0, inf), inf)
+            after = _nextafter(_nextafter(next_t0, inf), inf)
             next_t1 = jnp.where(jumped, next_t1 + (after - next_t0), next_t1)
             next_t0 = jnp.where(jumped, after, next_t0)
-        made_jump = jumped | made_jump
-        next_t1, is_jump = self._clip(next_t0, next_t1)
-        return keep, next_t0, next_t1, made_jump, (inner, is_jump), result
+            made_jump = jumped | made_jump
+        return keep, next_t0, self._clip(next_t0, next_t1), made_jump, state, result

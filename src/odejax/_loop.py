@@ -66,11 +66,12 @@ class State(eqx.Module):
     dense: DenseState | None
 
 
-def _buffers(has_dense):
-    """The buffers of the loop state (the arrays the loop only writes into)."""
+def _buffers(num_saves, has_dense):
+    """The buffers of the loop state (the arrays the loop only writes into). The
+    structure is passed statically: `state` may be a tree of placeholders here."""
 
     def buffers(state: State):
-        bufs = [(s.ts, s.ys) for s in state.saves]
+        bufs = [(state.saves[k].ts, state.saves[k].ys) for k in range(num_saves)]
         if has_dense:
             bufs.append((state.dense.ts, state.dense.y0s, state.dense.coeffs))
         return bufs
@@ -120,9 +121,10 @@ def _all_finite(tree):
 
 
 def time_tolerance(t0, t1):
-    """Distance below which a step end is snapped onto `t1` (a few ULP of the span)."""
+    """Distance below which a step end is snapped onto `t1`: a few ULP of `t1` (or of
+    the span, when `t1` is near 0)."""
     eps = jnp.finfo(t1.dtype).eps
-    return 64 * eps * jnp.maximum(jnp.maximum(jnp.abs(t0), jnp.abs(t1)), jnp.abs(t1 - t0))
+    return 4 * eps * jnp.maximum(jnp.abs(t1), jnp.abs(t1 - t0))
 
 
 def clip_to_end(tnext, t1, tol):
@@ -150,6 +152,8 @@ class Integrator(eqx.Module):
     args: object
     direction: object
     error_order: int | None = eqx.field(static=True)
+    # Whether a step may start at a discontinuity (jump_ts, or a given made_jump).
+    may_jump: bool = eqx.field(static=True, default=False)
 
     def __call__(self, init_state, outer_while_loop, inner_while_loop, max_steps):
         return _integrate(self, init_state, outer_while_loop, inner_while_loop, max_steps)
@@ -158,14 +162,14 @@ class Integrator(eqx.Module):
 def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, max_steps):
     terms, solver, controller, specs = p.terms, p.solver, p.controller, p.specs
     t0, t1, args, direction, error_order = p.t0, p.t1, p.args, p.direction, p.error_order
-    may_jump = controller.may_jump
+    may_jump = p.may_jump
     never_rejects = controller.never_rejects
     fevals = solver.fevals_per_step
     tol = time_tolerance(t0, t1)
 
     def save_step(spec, save, interp, t_start, t_end, y1, keep, inner_while_loop):
         ts_index, index, ts_buf, ys_buf = save.ts_index, save.index, save.ts, save.ys
-        if spec.ts is not None:
+        if spec.ts is not None and spec.ts.shape[0] > 0:
             ts = spec.ts
             n = ts.shape[0]
 
@@ -235,9 +239,16 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
         # An accepted step continues where the controller says (at `t_end`, or just past
         # a discontinuity); a rejected one retries from `t_start`.
         next_t0 = jnp.minimum(jnp.where(keep, ctrl_t0, t_start), t1)
+        if not never_rejects:
+            # A retry must be shorter than the step it retries: if it would be snapped
+            # onto t1 (like the rejected step was), halve the distance instead.
+            snapped = jnp.minimum(next_t1, t1) >= t1 - tol
+            next_t1 = jnp.where(~keep & snapped, t_start + 0.5 * (t1 - t_start), next_t1)
         next_t1 = clip_to_end(next_t1, t1, tol)
         underflow = (next_t1 <= next_t0) & (next_t0 < t1)
-        result = jnp.where(cresult != RESULTS.successful, cresult, state.result)
+        # A controller failure (dt below dtmin) only counts while the solve is unfinished.
+        failed = (cresult != RESULTS.successful) & (next_t0 < t1)
+        result = jnp.where(failed, cresult, state.result)
         result = jnp.where(underflow, RESULTS.dt_underflow, result)
         if not never_rejects:
             result = jnp.where(underflow & (num_nonfinite > 0), RESULTS.nonfinite, result)
@@ -305,7 +316,7 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
         lambda state: body(state, inner_while_loop),
         init_state,
         max_steps=max_steps,
-        buffers=_buffers(init_state.dense is not None),
+        buffers=_buffers(len(specs), init_state.dense is not None),
     )
     hit_max = (final.t < t1) & (final.result == RESULTS.successful)
     result = jnp.where(hit_max, RESULTS.max_steps_reached, final.result)

@@ -65,7 +65,7 @@ class RESULTS:
             what = what.format(**info)
         except (KeyError, ValueError, IndexError):
             what = what.split(" at t=")[0].split(" after t=")[0].replace("={max_steps}", "")
-            what += " (details: solve with throw=False and read sol.result and sol.stats)"
+            what += " (inside jit; where and when: call diffeqsolve outside jit, or pass throw=False and read sol.result, sol.stats and sol.ts)"
         return what + ("; " + hint if hint else "")
 
 

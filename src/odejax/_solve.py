@@ -17,7 +17,7 @@ from ._misc import concrete_or_none, is_traced, time_dtype
 from ._saveat import SaveAt, SubSaveAt
 from ._solution import RESULTS, Solution, SolveError, is_successful
 from ._solvers._base import AbstractSolver
-from ._terms import AbstractTerm, _Directed
+from ._terms import AbstractTerm, ODETerm, _Directed
 
 
 class NoProgressMeter(eqx.Module):
@@ -139,15 +139,19 @@ def diffeqsolve(
             )
     else:
         direction = jnp.where(t1 >= t0, 1, -1).astype(tdtype)
-    _check_saveat_ts(saveat, t0c, t1c)
+    _check_saveat_ts(saveat, t0c, t1c, tdtype)
     if isinstance(base, StepTo):
         _check_stepto(base, t0c, t1c)
     _check_vector_field(terms, t0, y0, args)
+    # Closed-over JAX values (e.g. `lambda t, y, args: -k * y` with a traced `k`) become
+    # explicit leaves, so that every adjoint can differentiate with respect to them.
+    if isinstance(terms, ODETerm):
+        terms = ODETerm(eqx.filter_closure_convert(terms.vector_field, t0, y0, args))
 
     # --- internal time tau = direction * t, which increases ------------------------
     iterms = terms if isinstance(direction, int) and direction == 1 else _Directed(terms, direction)
     controller = stepsize_controller.to_internal(direction)
-    specs = [_spec(sub, direction, tdtype, max_steps) for sub in _subs(saveat)]
+    specs = [_spec(sub, direction, tdtype, max_steps, t0, t1, y0, args) for sub in _subs(saveat)]
     dt0i = None if dt0 is None else jnp.asarray(dt0, tdtype) * direction
 
     solution, t_final = _solve(
@@ -168,16 +172,17 @@ def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, ma
     if solver_state is None:
         solver_state = solver.init(terms, ti0, ti1, y0, args)
     f0 = solver_state if solver.init_fevals else solver.func(terms, ti0, y0, args)
+    # The first step comes from the controller (clipped to step_ts/jump_ts, clamped to
+    # dtmin/dtmax) even when continuing a solve with a given `controller_state`.
+    tnext, fresh_state = controller.init(
+        ti0, ti1, y0, dt0, args, lambda t, y: terms.vf(t, y, args), f0, error_order
+    )
     if controller_state is None:
-        tnext, controller_state = controller.init(
-            ti0, ti1, y0, dt0, args, lambda t, y: terms.vf(t, y, args), f0, error_order
-        )
-        hairer = int(dt0 is None and controller.adaptive)
-    else:
-        tnext = ti0 + dt0
-        hairer = 0
+        controller_state = fresh_state
+    hairer = int(dt0 is None and controller.adaptive)
     tnext = clip_to_end(tnext, ti1, time_tolerance(ti0, ti1))
-    made_jump = jnp.asarray(False if made_jump is None else made_jump)
+    made_jump_given = made_jump is not None
+    made_jump = jnp.asarray(False if made_jump is None else made_jump, bool)
     zero = jnp.asarray(0, jnp.int32)
     saves = tuple(_init_save(spec, t0, y0, args) for spec in specs)
     dense = _init_dense(solver, terms, ti0, ti1, y0, args, max_steps, tdtype) if saveat.dense else None
@@ -188,13 +193,16 @@ def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, ma
         num_nonfinite=zero, saves=saves, dense=dense,
     )
     integrate = Integrator(
-        terms, solver, controller, tuple(specs), ti0, ti1, args, direction, error_order
+        terms, solver, controller, tuple(specs), ti0, ti1, args, direction, error_order,
+        may_jump=controller.may_jump or made_jump_given,
     )
     final = adjoint.loop(integrate, state, max_steps)
 
     ts, ys = [], []
     for spec, save in zip(specs, final.saves):
         tb, yb = _strip(save.ts), _strip(save.ys)
+        if spec.ts is not None and spec.ts.shape[0] > 0:
+            tb, yb = _fill_empty_interval(spec, tb, yb, t0, ti0, ti1, y0, args)
         if spec.t1 and not spec.steps:
             t_user = final.t * direction
             tb = tb.at[-1].set(t_user)
@@ -243,15 +251,36 @@ def _any_steps(saveat):
     return any(sub.steps for sub in _subs(saveat))
 
 
-def _spec(sub, direction, tdtype, max_steps):
-    ts = None if sub.ts is None else jnp.asarray(sub.ts, tdtype) * direction
+def _spec(sub, direction, tdtype, max_steps, t0, t1, y0, args):
+    ts = None
+    if sub.ts is not None:
+        # In internal time, clipped into [t0, t1] (ts may stray by rounding, see
+        # `_check_saveat_ts`); saved at the clipped times.
+        ts = jnp.clip(jnp.asarray(sub.ts, tdtype) * direction, t0 * direction, t1 * direction)
     size = (
         int(sub.t0)
         + (0 if ts is None else ts.shape[0])
         + (max_steps if sub.steps else 0)
         + int(sub.t1 and not sub.steps)
     )
-    return SaveSpec(t0=sub.t0, t1=sub.t1, ts=ts, steps=sub.steps, fn=sub.fn, size=size)
+    fn = eqx.filter_closure_convert(sub.fn, t0, y0, args)
+    return SaveSpec(t0=sub.t0, t1=sub.t1, ts=ts, steps=sub.steps, fn=fn, size=size)
+
+
+def _fill_empty_interval(spec, tb, yb, t0, ti0, ti1, y0, args):
+    """Where t0 == t1 the loop takes no step, so it saves nothing at `SaveAt.ts`:
+    every such time is t0, and the saved value fn(t0, y0, args)."""
+    n, off = spec.ts.shape[0], int(spec.t0)
+    empty = ti0 == ti1
+    val = spec.fn(t0, y0, args)
+    rows = jnp.arange(tb.shape[0])
+    in_ts = (rows >= off) & (rows < off + n)
+
+    def fill(buf, v):
+        mask = (empty & in_ts).reshape((-1,) + (1,) * (buf.ndim - 1))
+        return jnp.where(mask, jnp.broadcast_to(v, buf.shape), buf)
+
+    return fill(tb, t0), jax.tree.map(lambda b, v: fill(b, v), yb, val)
 
 
 def _strip(tree):
@@ -266,7 +295,7 @@ def _fill(shape, dtype):
 
 
 def _init_save(spec, t0, y0, args):
-    out = jax.eval_shape(spec.fn, t0, y0, args)
+    out = eqx.filter_eval_shape(spec.fn, t0, y0, args)
     rows = spec.size + 1  # one scratch row, see `_loop._set`
     ts = _fill((rows,), t0.dtype)
     ys = jax.tree.map(lambda s: _fill((rows,) + s.shape, s.dtype), out)
@@ -314,16 +343,20 @@ def _check_y0(y0):
     return jax.tree.unflatten(treedef, out)
 
 
-def _check_saveat_ts(saveat, t0c, t1c):
+def _check_saveat_ts(saveat, t0c, t1c, tdtype):
     for sub in _subs(saveat):
         if sub.ts is None or is_traced(sub.ts):
             continue
-        ts = np.asarray(sub.ts)
+        # Compare in the time dtype, allowing the rounding of `ts`'s own dtype:
+        # jnp.linspace(t0, t1, n) in float32 must pass (`_spec` clips such ts into range).
+        ts = np.asarray(sub.ts).astype(tdtype)
         if ts.size == 0:
             continue
         if t0c is not None and t1c is not None:
+            t0c, t1c = np.asarray(t0c).astype(tdtype), np.asarray(t1c).astype(tdtype)
+            slack = _ts_slack(sub.ts.dtype, t0c, t1c)
             lo, hi = min(t0c, t1c), max(t0c, t1c)
-            if ts.min() < lo or ts.max() > hi:
+            if ts.min() < lo - slack or ts.max() > hi + slack:
                 raise ValueError(
                     f"`saveat.ts` must lie within [t0, t1] = [{float(t0c)}, {float(t1c)}]; "
                     f"got values in [{ts.min()}, {ts.max()}]."
@@ -338,6 +371,12 @@ def _check_saveat_ts(saveat, t0c, t1c):
                 + ("increasing" if increasing else "decreasing")
                 + " here)."
             )
+
+
+def _ts_slack(ts_dtype, t0, t1):
+    """How far `SaveAt.ts` may stray outside [t0, t1] by rounding alone."""
+    eps = float(jnp.finfo(ts_dtype).eps) if jnp.issubdtype(ts_dtype, jnp.floating) else 0.0
+    return 4 * eps * max(abs(float(t0)), abs(float(t1)))
 
 
 def _check_stepto(ctrl, t0c, t1c):
@@ -385,12 +424,10 @@ def _raise_on_failure(solution, t_final):
     if is_traced(result):
         msgs = [RESULTS.message(code) for code in range(len(RESULTS._messages))]
         bad = ~is_successful(result)
-        return eqx.tree_at(
-            lambda s: s.ys,
-            solution,
-            eqx.branched_error_if(solution.ys, bad, result, msgs),
-            is_leaf=lambda x: x is None,
-        ) if solution.ys is not None else solution
+        # On every array of the solution, so that whatever the caller uses carries it.
+        arrays, rest = eqx.partition(solution, eqx.is_array)
+        arrays = eqx.branched_error_if(arrays, bad, result, msgs)
+        return eqx.combine(arrays, rest)
     codes = np.asarray(result)
     failed = ~np.asarray(is_successful(codes))
     if not np.any(failed):
