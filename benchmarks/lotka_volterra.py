@@ -120,17 +120,28 @@ def compile_time(fn, compiles):
     return statistics.median(times)
 
 
-def measure(fn, repeats, compiles):
-    n_eqns = count_eqns(jax.make_jaxpr(fn)(Y0, P).jaxpr)
-    compile_s = compile_time(fn, compiles)
-    compiled = jax.jit(fn).lower(Y0, P).compile()
-    out = jax.block_until_ready(compiled(Y0, P))
-    times = []
+def measure(fns, repeats, compiles):
+    """Per library: jaxpr size, median cold compile time, median run time, output.
+    Run times are measured with the libraries interleaved call by call, so that
+    machine noise hits them alike."""
+    stats = {}
+    compiled = {}
+    for name, fn in fns.items():
+        n_eqns = count_eqns(jax.make_jaxpr(fn)(Y0, P).jaxpr)
+        stats[name] = [n_eqns, compile_time(fn, compiles)]
+    for name, fn in fns.items():
+        compiled[name] = jax.jit(fn).lower(Y0, P).compile()
+        stats[name].append(jax.block_until_ready(compiled[name](Y0, P)))
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(compiled(Y0, P))
-        times.append(time.perf_counter() - t)
-    return n_eqns, compile_s, statistics.median(times), out
+        for name, c in compiled.items():
+            t = time.perf_counter()
+            jax.block_until_ready(c(Y0, P))
+            times[name].append(time.perf_counter() - t)
+    return {
+        name: (n, comp, statistics.median(times[name]), out)
+        for name, (n, comp, out) in stats.items()
+    }
 
 
 def main():
@@ -151,8 +162,7 @@ def main():
             print(f"{name}: not installed, skipped")
     # Warm up JAX itself (first-use costs) before timing anything.
     jax.block_until_ready(jax.jit(lambda x: x + 1)(Y0))
-    for name, fn in fns.items():
-        n_eqns, comp, run, out = measure(fn, args.repeats, args.compiles)
+    for name, (n_eqns, comp, run, out) in measure(fns, args.repeats, args.compiles).items():
         if args.grad:
             (g_y0, g_p), steps = out
             err = float("nan")

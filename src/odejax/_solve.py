@@ -157,6 +157,7 @@ def diffeqsolve(
     solution, t_final = _solve(
         iterms, solver, t0, t1, dt0i, y0, args, saveat, controller, adjoint, max_steps,
         solver_state, controller_state, made_jump, specs, direction,
+        t0c is None or t1c is None or bool(t0c == t1c),
     )
     if throw:
         solution = _raise_on_failure(solution, t_final)
@@ -165,7 +166,7 @@ def diffeqsolve(
 
 @eqx.filter_jit
 def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, max_steps,
-           solver_state, controller_state, made_jump, specs, direction):
+           solver_state, controller_state, made_jump, specs, direction, maybe_empty):
     tdtype = t0.dtype
     ti0, ti1 = t0 * direction, t1 * direction
     error_order = solver.error_order(terms)
@@ -201,7 +202,7 @@ def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, ma
     ts, ys = [], []
     for spec, save in zip(specs, final.saves):
         tb, yb = _strip(save.ts), _strip(save.ys)
-        if spec.ts is not None and spec.ts.shape[0] > 0:
+        if maybe_empty and spec.ts is not None and spec.ts.shape[0] > 0:
             tb, yb = _fill_empty_interval(spec, tb, yb, t0, ti0, ti1, y0, args)
         if spec.t1 and not spec.steps:
             t_user = final.t * direction
