@@ -42,8 +42,13 @@ def reference():
     from scipy.integrate import solve_ivp
 
     sol = solve_ivp(
-        lambda t, y: np.asarray(vf(t, jnp.asarray(y), P)), (T0, T1), np.asarray(Y0),
-        method="DOP853", t_eval=np.asarray(TS), rtol=1e-13, atol=1e-13,
+        lambda t, y: np.asarray(vf(t, jnp.asarray(y), P)),
+        (T0, T1),
+        np.asarray(Y0),
+        method="DOP853",
+        t_eval=np.asarray(TS),
+        rtol=1e-13,
+        atol=1e-13,
     )
     return sol.y.T
 
@@ -53,7 +58,13 @@ def make(lib, grad, batch=0):
 
     def solve(y0, p):
         sol = lib.diffeqsolve(
-            lib.ODETerm(vf), lib.Tsit5(), T0, T1, 0.01, y0, p,
+            lib.ODETerm(vf),
+            lib.Tsit5(),
+            T0,
+            T1,
+            0.01,
+            y0,
+            p,
             saveat=lib.SaveAt(ts=TS),
             stepsize_controller=lib.PIDController(rtol=RTOL, atol=ATOL),
             max_steps=4096,
@@ -170,7 +181,7 @@ def main():
         else:
             ys, steps = out
             if args.batch:  # the middle of the batch is close to the reference y0
-                err, extra = float("nan"), f"max steps over batch"
+                err, extra = float("nan"), "max steps over batch"
                 steps = np.max(steps)
             else:
                 err = float(np.max(np.abs(np.asarray(ys) - ref)))
@@ -179,8 +190,12 @@ def main():
     mode = "jit(grad(loss))" if args.grad else "jit(solve)"
     if args.batch:
         mode = f"vmap over {args.batch} y0, " + mode
-    print(f"Lotka-Volterra, Tsit5, rtol=atol={RTOL}, float64, {mode}, device={jax.devices()[0].platform}")
-    print(f"{'library':<10}{'jaxpr eqns':>12}{'compile s':>12}{'run ms':>12}{'steps':>8}{'max err':>12}")
+    print(
+        f"Lotka-Volterra, Tsit5, rtol=atol={RTOL}, float64, {mode}, device={jax.devices()[0].platform}"
+    )
+    print(
+        f"{'library':<10}{'jaxpr eqns':>12}{'compile s':>12}{'run ms':>12}{'steps':>8}{'max err':>12}"
+    )
     for name, (n, c, r, s, e, extra) in rows.items():
         print(f"{name:<10}{n:>12}{c:>12.3f}{r * 1e3:>12.3f}{s:>8}{e:>12.2e}  {extra}")
     if "odejax" in rows and "diffrax" in rows:

@@ -1,6 +1,5 @@
 """Shared problems and solver lists for the test suite."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg

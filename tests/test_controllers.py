@@ -36,8 +36,14 @@ def _sweep_fn(solver):
     @jax.jit
     def solve(tol, dt0):
         sol = odejax.diffeqsolve(
-            TERM, solver, 0.0, T_SWEEP, dt0, Y0,
-            stepsize_controller=odejax.PIDController(rtol=tol, atol=tol), max_steps=2048,
+            TERM,
+            solver,
+            0.0,
+            T_SWEEP,
+            dt0,
+            Y0,
+            stepsize_controller=odejax.PIDController(rtol=tol, atol=tol),
+            max_steps=2048,
         )
         return sol.ys[0], sol.stats["num_steps"], sol.stats["num_accepted_steps"]
 
@@ -86,8 +92,15 @@ def test_pid_automatic_first_step_size(t0, t1):
     # the 1e-6 fallback, not beyond t1; in both directions.
     tol = 1e-6
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), t0, t1, None, Y0, saveat=odejax.SaveAt(steps=True),
-        stepsize_controller=odejax.PIDController(rtol=tol, atol=tol), max_steps=64,
+        TERM,
+        odejax.Tsit5(),
+        t0,
+        t1,
+        None,
+        Y0,
+        saveat=odejax.SaveAt(steps=True),
+        stepsize_controller=odejax.PIDController(rtol=tol, atol=tol),
+        max_steps=64,
     )
     ts, ys = used(sol)
     first = abs(ts[0] - t0)
@@ -99,20 +112,28 @@ def test_pid_automatic_first_step_size(t0, t1):
 
 # ---- PIDController: coefficients, dtmin, dtmax --------------------------------------------
 
+
 @jax.jit
 def _solve_pid_coeffs(p, i, d):
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), 0.0, T_SWEEP, 0.01, Y0,
+        TERM,
+        odejax.Tsit5(),
+        0.0,
+        T_SWEEP,
+        0.01,
+        Y0,
         stepsize_controller=odejax.PIDController(
             rtol=jnp.asarray(1e-7), atol=jnp.asarray(1e-7), pcoeff=p, icoeff=i, dcoeff=d
         ),
-        saveat=odejax.SaveAt(steps=True), max_steps=256,
+        saveat=odejax.SaveAt(steps=True),
+        max_steps=256,
     )
     return sol
 
 
 @pytest.mark.parametrize(
-    "coeffs", [(0.3, 0.3, 0.0), (0.2, 0.4, 0.0), (0.1, 0.3, 0.1), (0.0, 0.7, 0.3)],
+    "coeffs",
+    [(0.3, 0.3, 0.0), (0.2, 0.4, 0.0), (0.1, 0.3, 0.1), (0.0, 0.7, 0.3)],
     ids=["PI-0.3-0.3", "PI-0.2-0.4", "PID-0.1-0.3-0.1", "ID-0.7-0.3"],
 )
 def test_pid_coefficients(coeffs):
@@ -132,8 +153,15 @@ def blow_up_vf(t, y, args):
 def test_dtmin_without_force_ends_with_dt_min_reached():
     ctrl = odejax.PIDController(rtol=1e-6, atol=1e-6, dtmin=1e-3, force_dtmin=False)
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(blow_up_vf), odejax.Tsit5(), 0.0, 2.0, 0.1, jnp.array([1.0]),
-        stepsize_controller=ctrl, max_steps=500, throw=False,
+        odejax.ODETerm(blow_up_vf),
+        odejax.Tsit5(),
+        0.0,
+        2.0,
+        0.1,
+        jnp.array([1.0]),
+        stepsize_controller=ctrl,
+        max_steps=500,
+        throw=False,
     )
     assert int(sol.result) == odejax.RESULTS.dt_min_reached
     assert 0.9 < float(sol.ts[0]) < 1.0  # stopped before the singularity
@@ -141,8 +169,14 @@ def test_dtmin_without_force_ends_with_dt_min_reached():
     assert abs(float(sol.ys[0, 0]) - 1 / (1 - float(sol.ts[0]))) < 1e-5 * float(sol.ys[0, 0]) ** 2
     with pytest.raises(odejax.SolveError, match="dtmin"):
         odejax.diffeqsolve(
-            odejax.ODETerm(blow_up_vf), odejax.Tsit5(), 0.0, 2.0, 0.1, jnp.array([1.0]),
-            stepsize_controller=ctrl, max_steps=500,
+            odejax.ODETerm(blow_up_vf),
+            odejax.Tsit5(),
+            0.0,
+            2.0,
+            0.1,
+            jnp.array([1.0]),
+            stepsize_controller=ctrl,
+            max_steps=500,
         )
 
 
@@ -151,8 +185,14 @@ def test_dtmin_forced_steps_at_least_dtmin():
     # estimate would ask for smaller ones (the start of a fast transient here).
     dtmin = 0.02
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(lambda t, y, args: -50.0 * (y - jnp.cos(t))), odejax.Tsit5(), 0.0, 1.0,
-        None, jnp.array([0.0]), saveat=odejax.SaveAt(steps=True), max_steps=128,
+        odejax.ODETerm(lambda t, y, args: -50.0 * (y - jnp.cos(t))),
+        odejax.Tsit5(),
+        0.0,
+        1.0,
+        None,
+        jnp.array([0.0]),
+        saveat=odejax.SaveAt(steps=True),
+        max_steps=128,
         stepsize_controller=odejax.PIDController(rtol=1e-8, atol=1e-8, dtmin=dtmin),
     )
     ts, _ = used(sol)
@@ -166,8 +206,14 @@ def test_dtmin_forced_steps_at_least_dtmin():
 def test_dtmax_bounds_every_step(t0, t1, dt0):
     dtmax = 0.07
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), t0, t1, None if dt0 is None else np.sign(t1 - t0) * dt0, Y0,
-        saveat=odejax.SaveAt(steps=True), max_steps=64,
+        TERM,
+        odejax.Tsit5(),
+        t0,
+        t1,
+        None if dt0 is None else np.sign(t1 - t0) * dt0,
+        Y0,
+        saveat=odejax.SaveAt(steps=True),
+        max_steps=64,
         stepsize_controller=odejax.PIDController(rtol=1e-4, atol=1e-4, dtmax=dtmax),
     )
     ts, _ = used(sol)
@@ -180,6 +226,7 @@ def test_dtmax_bounds_every_step(t0, t1, dt0):
 
 # ---- StepTo ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "ts",
     [np.array([0.0, 0.1, 0.35, 0.4, 0.9, 1.3]), np.array([1.3, 1.0, 0.2, 0.15, 0.0])],
@@ -188,8 +235,14 @@ def test_dtmax_bounds_every_step(t0, t1, dt0):
 def test_stepto_lands_on_every_time(ts):
     n = len(ts) - 1
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), float(ts[0]), float(ts[-1]), None, Y0,
-        stepsize_controller=odejax.StepTo(jnp.asarray(ts)), saveat=odejax.SaveAt(steps=True),
+        TERM,
+        odejax.Tsit5(),
+        float(ts[0]),
+        float(ts[-1]),
+        None,
+        Y0,
+        stepsize_controller=odejax.StepTo(jnp.asarray(ts)),
+        saveat=odejax.SaveAt(steps=True),
         max_steps=n,  # exactly enough
     )
     assert int(sol.stats["num_steps"]) == n
@@ -200,6 +253,7 @@ def test_stepto_lands_on_every_time(ts):
 
 
 # ---- ConstantStepSize -------------------------------------------------------------------
+
 
 @jax.jit
 def _solve_constant(t0, t1, dt0):
@@ -248,8 +302,15 @@ def jump_exact(t):
 
 def _jump_solve(vf, controller, t0=0.0, t1=2.0):
     return odejax.diffeqsolve(
-        odejax.ODETerm(vf), odejax.Tsit5(), t0, t1, 0.1 * np.sign(t1 - t0), jnp.array([1.0]),
-        stepsize_controller=controller, saveat=odejax.SaveAt(steps=True), max_steps=256,
+        odejax.ODETerm(vf),
+        odejax.Tsit5(),
+        t0,
+        t1,
+        0.1 * np.sign(t1 - t0),
+        jnp.array([1.0]),
+        stepsize_controller=controller,
+        saveat=odejax.SaveAt(steps=True),
+        max_steps=256,
     )
 
 
@@ -283,7 +344,8 @@ def test_clip_jump_ts_avoids_rejections_at_the_jump(vf):
     clipped = _jump_solve(vf, odejax.ClipStepSizeController(PID, jump_ts=jnp.array([1.0])))
     assert int(clipped.stats["num_rejected_steps"]) <= 3, clipped.stats
     assert int(clipped.stats["num_steps"]) < int(plain.stats["num_steps"]), (
-        clipped.stats, plain.stats
+        clipped.stats,
+        plain.stats,
     )
 
 
@@ -292,9 +354,15 @@ def test_clip_jump_ts_backward():
     vf = JUMP_FIELDS["right-continuous"]
     y2 = jump_exact(2.0)
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(vf), odejax.Tsit5(), 2.0, 0.0, -0.1, jnp.array([y2]),
+        odejax.ODETerm(vf),
+        odejax.Tsit5(),
+        2.0,
+        0.0,
+        -0.1,
+        jnp.array([y2]),
         stepsize_controller=odejax.ClipStepSizeController(PID, jump_ts=jnp.array([1.0])),
-        saveat=odejax.SaveAt(steps=True), max_steps=256,
+        saveat=odejax.SaveAt(steps=True),
+        max_steps=256,
     )
     ts, ys = used(sol)
     assert ts[-1] == 0.0
@@ -305,10 +373,19 @@ def test_clip_jump_ts_backward():
 def test_clip_step_ts_forces_step_ends():
     # step_ts on a smooth problem: steps end exactly at each of the given times.
     step_ts = jnp.array([0.3, 1.0, 1.7])
-    ctrl = odejax.ClipStepSizeController(odejax.PIDController(rtol=1e-4, atol=1e-4), step_ts=step_ts)
+    ctrl = odejax.ClipStepSizeController(
+        odejax.PIDController(rtol=1e-4, atol=1e-4), step_ts=step_ts
+    )
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), 0.0, 2.0, 0.1, Y0, stepsize_controller=ctrl,
-        saveat=odejax.SaveAt(steps=True), max_steps=64,
+        TERM,
+        odejax.Tsit5(),
+        0.0,
+        2.0,
+        0.1,
+        Y0,
+        stepsize_controller=ctrl,
+        saveat=odejax.SaveAt(steps=True),
+        max_steps=64,
     )
     ts, ys = used(sol)
     for t in np.asarray(step_ts):
@@ -320,8 +397,15 @@ def test_clip_step_ts_with_constant_step_size():
     # A constant step of 0.3 clipped at 0.5: the step ends at 0.5 and then goes on.
     ctrl = odejax.ClipStepSizeController(odejax.ConstantStepSize(), step_ts=jnp.array([0.5]))
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), 0.0, 1.0, 0.3, Y0, stepsize_controller=ctrl,
-        saveat=odejax.SaveAt(steps=True), max_steps=8,
+        TERM,
+        odejax.Tsit5(),
+        0.0,
+        1.0,
+        0.3,
+        Y0,
+        stepsize_controller=ctrl,
+        saveat=odejax.SaveAt(steps=True),
+        max_steps=8,
     )
     ts, _ = used(sol)
     assert 0.5 in ts.tolist(), ts

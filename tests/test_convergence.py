@@ -32,8 +32,14 @@ def _solve_fn(solver):
     @jax.jit
     def solve(dt0):
         sol = odejax.diffeqsolve(
-            odejax.ODETerm(nonlinear_vf), solver, 0.0, T1, dt0, jnp.asarray(NL_Y0),
-            saveat=odejax.SaveAt(t1=True, dense=True), max_steps=4096,
+            odejax.ODETerm(nonlinear_vf),
+            solver,
+            0.0,
+            T1,
+            dt0,
+            jnp.asarray(NL_Y0),
+            saveat=odejax.SaveAt(t1=True, dense=True),
+            max_steps=4096,
         )
         ts = (jnp.floor(jnp.asarray(T_OFF) / dt0) + THETA) * dt0
         dense = jax.vmap(sol.evaluate)(ts)

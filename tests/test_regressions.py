@@ -17,8 +17,15 @@ def test_last_step_is_never_rejected_forever_float32():
     # steps, so a rejected last step was snapped back onto t1 and retried forever.
     f32 = jnp.float32
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(_osc), odejax.Tsit5(), f32(990.0), f32(1000.0), None,
-        jnp.array([1.0, 0.0], f32), f32(100.0), max_steps=10_000, throw=False,
+        odejax.ODETerm(_osc),
+        odejax.Tsit5(),
+        f32(990.0),
+        f32(1000.0),
+        None,
+        jnp.array([1.0, 0.0], f32),
+        f32(100.0),
+        max_steps=10_000,
+        throw=False,
         stepsize_controller=odejax.PIDController(rtol=1e-5, atol=1e-5),
     )
     assert int(sol.result) == odejax.RESULTS.successful
@@ -28,8 +35,15 @@ def test_last_step_is_never_rejected_forever_float32():
 def test_initial_step_not_below_time_resolution():
     # t0 = 1e9 in float64: Hairer's estimate used to give a zero-length first step.
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(_osc), odejax.Tsit5(), 1.0e9, 1.0e9 + 0.01, None, jnp.array([1.0, 0.0]),
-        jnp.asarray(2e4), max_steps=20_000, throw=False,
+        odejax.ODETerm(_osc),
+        odejax.Tsit5(),
+        1.0e9,
+        1.0e9 + 0.01,
+        None,
+        jnp.array([1.0, 0.0]),
+        jnp.asarray(2e4),
+        max_steps=20_000,
+        throw=False,
         stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-6),
     )
     assert int(sol.result) == odejax.RESULTS.successful
@@ -53,8 +67,13 @@ def test_float32_linspace_ts_accepted():
     # (here float64) times they used to be rejected as outside [t0, t1].
     ts = jnp.linspace(jnp.float32(0.1), jnp.float32(0.3), 5)
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(lambda t, y, a: -y), odejax.Tsit5(), 0.1, 0.3, 0.01,
-        jnp.array([1.0]), saveat=odejax.SaveAt(ts=ts),
+        odejax.ODETerm(lambda t, y, a: -y),
+        odejax.Tsit5(),
+        0.1,
+        0.3,
+        0.01,
+        jnp.array([1.0]),
+        saveat=odejax.SaveAt(ts=ts),
     )
     assert float(sol.ts[-1]) == 0.3  # clipped into [t0, t1]
     np.testing.assert_allclose(sol.ys[:, 0], np.exp(-(np.asarray(ts, float) - 0.1)), rtol=1e-6)
@@ -68,7 +87,13 @@ def test_gradient_through_jump_ts(adaptive):
 
     def loss(a):
         return odejax.diffeqsolve(
-            odejax.ODETerm(f), odejax.Tsit5(), 0.0, 2.0, 0.1, jnp.array([1.0]), a,
+            odejax.ODETerm(f),
+            odejax.Tsit5(),
+            0.0,
+            2.0,
+            0.1,
+            jnp.array([1.0]),
+            a,
             stepsize_controller=ctrl,
         ).ys[0, 0]
 
@@ -81,8 +106,15 @@ def test_made_jump_true_restarts_fsal_when_continuing():
     s1 = odejax.diffeqsolve(odejax.ODETerm(f), odejax.Tsit5(), 0.0, 1.0, 0.1, jnp.array([1.0]))
     ynew = s1.ys[-1] + 1.0  # the state changes between the solves: the cached f is stale
     s2 = odejax.diffeqsolve(
-        odejax.ODETerm(f), odejax.Tsit5(), 1.0, 2.0, 0.1, ynew, solver_state=s1.solver_state,
-        controller_state=s1.controller_state, made_jump=True,
+        odejax.ODETerm(f),
+        odejax.Tsit5(),
+        1.0,
+        2.0,
+        0.1,
+        ynew,
+        solver_state=s1.solver_state,
+        controller_state=s1.controller_state,
+        made_jump=True,
     )
     np.testing.assert_allclose(s2.ys[0, 0], ynew[0] * np.exp(-1.0), rtol=1e-7)
 
@@ -91,18 +123,34 @@ def test_continuing_with_controller_state():
     g = lambda t, y, a: jnp.where(t < 1.5, -y, jnp.ones_like(y))  # noqa: E731
     exact = np.exp(-1.5) + 0.5
     clip = odejax.ClipStepSizeController(odejax.ConstantStepSize(), jump_ts=jnp.array([1.5]))
-    s1 = odejax.diffeqsolve(odejax.ODETerm(g), odejax.Tsit5(), 0.0, 1.0, 0.1, jnp.array([1.0]),
-                            stepsize_controller=clip)
+    s1 = odejax.diffeqsolve(
+        odejax.ODETerm(g), odejax.Tsit5(), 0.0, 1.0, 0.1, jnp.array([1.0]), stepsize_controller=clip
+    )
     s2 = odejax.diffeqsolve(
-        odejax.ODETerm(g), odejax.Tsit5(), 1.0, 2.0, 0.6, s1.ys[-1], stepsize_controller=clip,
-        solver_state=s1.solver_state, controller_state=s1.controller_state, made_jump=s1.made_jump,
+        odejax.ODETerm(g),
+        odejax.Tsit5(),
+        1.0,
+        2.0,
+        0.6,
+        s1.ys[-1],
+        stepsize_controller=clip,
+        solver_state=s1.solver_state,
+        controller_state=s1.controller_state,
+        made_jump=s1.made_jump,
     )
     assert abs(float(s2.ys[0, 0]) - exact) < 1e-5  # the first step stops at the jump
     pid = odejax.PIDController(rtol=1e-8, atol=1e-8)
-    s1 = odejax.diffeqsolve(odejax.ODETerm(g), odejax.Tsit5(), 0.0, 1.0, None, jnp.array([1.0]),
-                            stepsize_controller=pid)
+    s1 = odejax.diffeqsolve(
+        odejax.ODETerm(g), odejax.Tsit5(), 0.0, 1.0, None, jnp.array([1.0]), stepsize_controller=pid
+    )
     s2 = odejax.diffeqsolve(  # dt0=None with a given controller_state used to crash
-        odejax.ODETerm(g), odejax.Tsit5(), 1.0, 1.4, None, s1.ys[-1], stepsize_controller=pid,
+        odejax.ODETerm(g),
+        odejax.Tsit5(),
+        1.0,
+        1.4,
+        None,
+        s1.ys[-1],
+        stepsize_controller=pid,
         controller_state=s1.controller_state,
     )
     np.testing.assert_allclose(s2.ys[0, 0], np.exp(-1.4), rtol=1e-7)
@@ -113,8 +161,16 @@ def test_dense_only_saveat_with_loop_buffers():
 
     def run(a, adjoint):
         return odejax.diffeqsolve(
-            odejax.ODETerm(f), odejax.Tsit5(), 0.0, 1.0, 0.1, jnp.array(1.0), a,
-            saveat=odejax.SaveAt(dense=True), adjoint=adjoint, max_steps=16,
+            odejax.ODETerm(f),
+            odejax.Tsit5(),
+            0.0,
+            1.0,
+            0.1,
+            jnp.array(1.0),
+            a,
+            saveat=odejax.SaveAt(dense=True),
+            adjoint=adjoint,
+            max_steps=16,
         ).evaluate(0.5)
 
     np.testing.assert_allclose(run(2.0, odejax.DirectAdjoint()), np.exp(-1.0), rtol=1e-5)
@@ -125,8 +181,14 @@ def test_dense_only_saveat_with_loop_buffers():
 def test_throw_under_jit_without_saved_outputs():
     def run():
         return odejax.diffeqsolve(
-            odejax.ODETerm(lambda t, y, a: -y), odejax.Tsit5(), 0.0, 1.0, 0.01, jnp.array([1.0]),
-            saveat=odejax.SaveAt(dense=True), max_steps=5,
+            odejax.ODETerm(lambda t, y, a: -y),
+            odejax.Tsit5(),
+            0.0,
+            1.0,
+            0.01,
+            jnp.array([1.0]),
+            saveat=odejax.SaveAt(dense=True),
+            max_steps=5,
         )
 
     with pytest.raises(Exception, match="max_steps"):
@@ -135,7 +197,12 @@ def test_throw_under_jit_without_saved_outputs():
 
 def test_empty_interval_saves_y0_at_ts():
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(lambda t, y, a: -y), odejax.Tsit5(), 0.5, 0.5, 0.1, jnp.array([1.0]),
+        odejax.ODETerm(lambda t, y, a: -y),
+        odejax.Tsit5(),
+        0.5,
+        0.5,
+        0.1,
+        jnp.array([1.0]),
         saveat=odejax.SaveAt(t0=True, ts=jnp.array([0.5]), t1=True),
     )
     np.testing.assert_array_equal(sol.ts, [0.5, 0.5, 0.5])
@@ -144,7 +211,12 @@ def test_empty_interval_saves_y0_at_ts():
 
 def test_dtmin_failure_not_reported_for_a_finished_solve():
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(lambda t, y, a: -y), odejax.Tsit5(), 0.0, 0.6001, 0.3, jnp.array([1.0]),
+        odejax.ODETerm(lambda t, y, a: -y),
+        odejax.Tsit5(),
+        0.0,
+        0.6001,
+        0.3,
+        jnp.array([1.0]),
         throw=False,
         stepsize_controller=odejax.PIDController(
             rtol=1e-3, atol=1e-3, dtmin=0.01, dtmax=0.3, force_dtmin=False

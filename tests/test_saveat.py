@@ -32,12 +32,20 @@ def max_abs(a, b):
 
 # ---- SaveAt(ts): dense output between steps, for every adaptive solver -----------------
 
+
 @pytest.mark.parametrize("entry", ADAPTIVE_SOLVERS, ids=solver_id)
 def test_saveat_ts_matches_exact(entry):
     solver = entry[0]
     sol = odejax.diffeqsolve(
-        TERM, solver, 0.0, T1, None, jnp.asarray(Y0), stepsize_controller=pid(),
-        saveat=odejax.SaveAt(ts=jnp.asarray(TS)), max_steps=4096,
+        TERM,
+        solver,
+        0.0,
+        T1,
+        None,
+        jnp.asarray(Y0),
+        stepsize_controller=pid(),
+        saveat=odejax.SaveAt(ts=jnp.asarray(TS)),
+        max_steps=4096,
     )
     np.testing.assert_array_equal(sol.ts, TS)
     # Between steps the values come from each method's continuous extension, whose
@@ -53,7 +61,13 @@ def test_saveat_ts_matches_exact(entry):
 def test_saveat_ts_on_the_interval_ends_and_repeated():
     ts = jnp.array([0.0, 1.0, 1.0, T1])
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), 0.0, T1, 0.1, jnp.asarray(Y0), stepsize_controller=pid(1e-10),
+        TERM,
+        odejax.Tsit5(),
+        0.0,
+        T1,
+        0.1,
+        jnp.asarray(Y0),
+        stepsize_controller=pid(1e-10),
         saveat=odejax.SaveAt(ts=ts),
     )
     np.testing.assert_array_equal(sol.ts, ts)
@@ -63,11 +77,19 @@ def test_saveat_ts_on_the_interval_ends_and_repeated():
 
 # ---- SaveAt(steps=True) ------------------------------------------------------------------
 
+
 def test_saveat_steps():
     max_steps = 64
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), 0.0, T1, 1.0, jnp.asarray(Y0), stepsize_controller=pid(),
-        saveat=odejax.SaveAt(steps=True), max_steps=max_steps,
+        TERM,
+        odejax.Tsit5(),
+        0.0,
+        T1,
+        1.0,
+        jnp.asarray(Y0),
+        stepsize_controller=pid(),
+        saveat=odejax.SaveAt(steps=True),
+        max_steps=max_steps,
     )
     n = int(sol.stats["num_accepted_steps"])
     assert int(sol.stats["num_rejected_steps"]) > 0  # rejected steps are not saved
@@ -88,8 +110,15 @@ def test_saveat_steps_with_t0_and_ts():
     ts = jnp.array([0.5, 1.5])
     max_steps = 64
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), 0.0, T1, 0.1, jnp.asarray(Y0), stepsize_controller=pid(),
-        saveat=odejax.SaveAt(t0=True, ts=ts, steps=True, t1=True), max_steps=max_steps,
+        TERM,
+        odejax.Tsit5(),
+        0.0,
+        T1,
+        0.1,
+        jnp.asarray(Y0),
+        stepsize_controller=pid(),
+        saveat=odejax.SaveAt(t0=True, ts=ts, steps=True, t1=True),
+        max_steps=max_steps,
     )
     n = int(sol.stats["num_accepted_steps"])
     assert sol.ts.shape == (1 + 2 + max_steps,)
@@ -104,13 +133,20 @@ def test_saveat_steps_with_t0_and_ts():
 
 # ---- fn, and the t0 / ts / t1 layout ----------------------------------------------------
 
+
 def first_squared(t, y, args):
     return y[0] ** 2
 
 
 def test_saveat_fn():
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), 0.0, T1, 0.1, jnp.asarray(Y0), stepsize_controller=pid(),
+        TERM,
+        odejax.Tsit5(),
+        0.0,
+        T1,
+        0.1,
+        jnp.asarray(Y0),
+        stepsize_controller=pid(),
         saveat=odejax.SaveAt(fn=first_squared, ts=jnp.asarray(TS), t1=True),
     )
     assert sol.ys.shape == (len(TS) + 1,)
@@ -123,7 +159,14 @@ def test_saveat_fn_pytree_output_sees_t_and_args():
         return {"t": t, "scaled": args * y}
 
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), 0.0, T1, 0.1, jnp.asarray(Y0), 2.0, stepsize_controller=pid(),
+        TERM,
+        odejax.Tsit5(),
+        0.0,
+        T1,
+        0.1,
+        jnp.asarray(Y0),
+        2.0,
+        stepsize_controller=pid(),
         saveat=odejax.SaveAt(fn=fn, t0=True, ts=jnp.array([1.0]), t1=True),
     )
     np.testing.assert_array_equal(sol.ys["t"], [0.0, 1.0, T1])
@@ -138,8 +181,14 @@ def test_saveat_layout_t0_ts_t1(t0, t1):
         ts = ts[::-1]
     y0 = linear_exact(t0)
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), t0, t1, 0.1 * np.sign(t1 - t0), jnp.asarray(y0),
-        stepsize_controller=pid(1e-10), saveat=odejax.SaveAt(t0=True, ts=jnp.asarray(ts), t1=True),
+        TERM,
+        odejax.Tsit5(),
+        t0,
+        t1,
+        0.1 * np.sign(t1 - t0),
+        jnp.asarray(y0),
+        stepsize_controller=pid(1e-10),
+        saveat=odejax.SaveAt(t0=True, ts=jnp.asarray(ts), t1=True),
     )
     want_ts = np.concatenate([[t0], ts, [t1]])
     np.testing.assert_array_equal(sol.ts, want_ts)
@@ -149,13 +198,20 @@ def test_saveat_layout_t0_ts_t1(t0, t1):
 
 # ---- SubSaveAt -----------------------------------------------------------------------
 
+
 def test_subsaveat_list():
     ts = jnp.array([0.5, 1.0, 2.0])
     saveat = odejax.SaveAt(
         subs=[odejax.SubSaveAt(t1=True), odejax.SubSaveAt(ts=ts, fn=first_squared)]
     )
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), 0.0, T1, 0.1, jnp.asarray(Y0), stepsize_controller=pid(),
+        TERM,
+        odejax.Tsit5(),
+        0.0,
+        T1,
+        0.1,
+        jnp.asarray(Y0),
+        stepsize_controller=pid(),
         saveat=saveat,
     )
     assert isinstance(sol.ts, list) and isinstance(sol.ys, list) and len(sol.ys) == 2
@@ -176,8 +232,15 @@ def test_subsaveat_nested_structure_and_steps():
         }
     )
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), 0.0, T1, 0.1, jnp.asarray(Y0), stepsize_controller=pid(),
-        saveat=saveat, max_steps=max_steps,
+        TERM,
+        odejax.Tsit5(),
+        0.0,
+        T1,
+        0.1,
+        jnp.asarray(Y0),
+        stepsize_controller=pid(),
+        saveat=saveat,
+        max_steps=max_steps,
     )
     assert set(sol.ys) == {"end", "more"} and len(sol.ys["more"]) == 2
     assert sol.ys["end"].shape == (1, 2)
@@ -189,16 +252,26 @@ def test_subsaveat_nested_structure_and_steps():
     assert steps_ts[-1] == T1
     assert max_abs(sol.ys["more"][0][:n], exact_at(steps_ts)[:, 0] ** 2) < 100 * TOL
     # The groups agree with each other at t1.
-    assert float(sol.ys["more"][0][n - 1]) == pytest.approx(float(sol.ys["end"][0, 0]) ** 2, rel=1e-14)
+    assert float(sol.ys["more"][0][n - 1]) == pytest.approx(
+        float(sol.ys["end"][0, 0]) ** 2, rel=1e-14
+    )
 
 
 # ---- dense output ---------------------------------------------------------------------
 
+
 @ft.lru_cache(maxsize=None)
 def _dense_solution(t0, t1):
     return odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), t0, t1, None, jnp.asarray(linear_exact(t0)),
-        stepsize_controller=pid(1e-8), saveat=odejax.SaveAt(dense=True), max_steps=128,
+        TERM,
+        odejax.Tsit5(),
+        t0,
+        t1,
+        None,
+        jnp.asarray(linear_exact(t0)),
+        stepsize_controller=pid(1e-8),
+        saveat=odejax.SaveAt(dense=True),
+        max_steps=128,
     )
 
 
@@ -230,8 +303,15 @@ def test_dense_evaluate_increment(t0, t1):
 
 def test_dense_is_continuous_across_step_boundaries():
     sol = odejax.diffeqsolve(
-        TERM, odejax.Tsit5(), 0.0, T1, 0.1, jnp.asarray(Y0), stepsize_controller=pid(1e-8),
-        saveat=odejax.SaveAt(dense=True, steps=True), max_steps=128,
+        TERM,
+        odejax.Tsit5(),
+        0.0,
+        T1,
+        0.1,
+        jnp.asarray(Y0),
+        stepsize_controller=pid(1e-8),
+        saveat=odejax.SaveAt(dense=True, steps=True),
+        max_steps=128,
     )
     n = int(sol.stats["num_accepted_steps"])
     inner = sol.ts[: n - 1]  # the step boundaries inside the interval

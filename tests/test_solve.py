@@ -14,7 +14,7 @@ import scipy.linalg
 from jax.flatten_util import ravel_pytree
 
 import odejax
-from helpers import NL_Y0, nonlinear_exact, nonlinear_vf
+from helpers import NL_Y0, nonlinear_vf
 
 # ---- shared problems ----------------------------------------------------------------
 
@@ -90,7 +90,13 @@ def test_mixed_precision_pytree_keeps_each_dtype():
     # silent promotion anywhere (the suite runs with strict dtype promotion).
     y0 = {"single": jnp.array([1.0, 2.0], jnp.float32), "double": jnp.array([3.0])}
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), 0.0, 1.0, 0.1, y0, 1.0,
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        0.0,
+        1.0,
+        0.1,
+        y0,
+        1.0,
         stepsize_controller=pid(1e-6),
     )
     assert sol.ys["single"].dtype == jnp.float32
@@ -100,6 +106,7 @@ def test_mixed_precision_pytree_keeps_each_dtype():
 
 
 # ---- backward integration -------------------------------------------------------------
+
 
 def _backward_exact(t, t0, y_t0):
     # y' = cos(t) y  =>  y(t) = y(t0) exp(sin t - sin t0)
@@ -116,8 +123,14 @@ def test_backward_in_time(controller, dt0):
     t0, t1 = 2.0, -0.5
     ts = jnp.array([1.8, 1.1, 0.3, -0.2])
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(nonlinear_vf), odejax.Tsit5(), t0, t1, dt0, jnp.asarray(NL_Y0),
-        saveat=odejax.SaveAt(t0=True, ts=ts, t1=True), stepsize_controller=controller,
+        odejax.ODETerm(nonlinear_vf),
+        odejax.Tsit5(),
+        t0,
+        t1,
+        dt0,
+        jnp.asarray(NL_Y0),
+        saveat=odejax.SaveAt(t0=True, ts=ts, t1=True),
+        stepsize_controller=controller,
     )
     want_ts = np.array([t0, 1.8, 1.1, 0.3, -0.2, t1])
     np.testing.assert_array_equal(sol.ts, want_ts)  # user time, exactly
@@ -127,8 +140,14 @@ def test_backward_in_time(controller, dt0):
 
 def test_backward_saves_steps_in_decreasing_user_time():
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(nonlinear_vf), odejax.Tsit5(), 1.0, 0.0, -0.3, jnp.asarray(NL_Y0),
-        saveat=odejax.SaveAt(steps=True), max_steps=6,
+        odejax.ODETerm(nonlinear_vf),
+        odejax.Tsit5(),
+        1.0,
+        0.0,
+        -0.3,
+        jnp.asarray(NL_Y0),
+        saveat=odejax.SaveAt(steps=True),
+        max_steps=6,
     )
     n = int(sol.stats["num_accepted_steps"])
     assert n == 4
@@ -139,11 +158,18 @@ def test_backward_saves_steps_in_decreasing_user_time():
 
 # ---- jit and vmap -----------------------------------------------------------------
 
+
 @jax.jit
 def _solve_decay(y0, rate, t1):
     """y' = -rate * y from 0 to t1, adaptive; one compile for every vmap below."""
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), 0.0, t1, 0.05, y0, rate,
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        0.0,
+        t1,
+        0.05,
+        y0,
+        rate,
         stepsize_controller=pid(1e-10),
     )
     return sol.ys[0], sol.stats["num_steps"]
@@ -155,7 +181,13 @@ def test_jit_matches_exact():
     assert max_abs(y1, np.exp(-0.7 * 1.3) * np.array([1.0, -2.0])) < 1e-9
     # The same solve outside jit (diffeqsolve jits internally) gives the same numbers.
     direct = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), 0.0, 1.3, 0.05, y0, 0.7,
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        0.0,
+        1.3,
+        0.05,
+        y0,
+        0.7,
         stepsize_controller=pid(1e-10),
     )
     assert max_abs(direct.ys[0], y1) < 1e-14
@@ -192,13 +224,19 @@ def test_vmap_over_t1_steps_per_element():
 
 # ---- dtypes ---------------------------------------------------------------------------
 
+
 def test_float32_state_and_times():
     # x64 is enabled for the suite: float32 must be asked for, and must then be kept.
     f32 = jnp.float32
     ts = jnp.array([0.25, 0.5], f32)
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), f32(0.0), f32(1.0), f32(0.1),
-        jnp.array([1.0, 2.0], f32), f32(1.0),
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        f32(0.0),
+        f32(1.0),
+        f32(0.1),
+        jnp.array([1.0, 2.0], f32),
+        f32(1.0),
         stepsize_controller=odejax.PIDController(rtol=f32(1e-6), atol=f32(1e-6)),
         saveat=odejax.SaveAt(ts=ts, t1=True),
     )
@@ -214,8 +252,14 @@ def test_single_precision_state_with_float64_times(dtype, dt0):
     # A float32 state with (default, float64) Python times, e.g. a float32 neural ODE in
     # a program that enables x64: the state keeps its dtype, with no silent promotion.
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), 0.0, 1.0, dt0, jnp.array([1.0, 2.0], dtype),
-        1.0, stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-6),
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        0.0,
+        1.0,
+        dt0,
+        jnp.array([1.0, 2.0], dtype),
+        1.0,
+        stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-6),
     )
     assert sol.ys.dtype == dtype
     assert max_abs(sol.ys[0], np.exp(-1.0) * np.array([1.0, 2.0])) < 1e-5
@@ -236,8 +280,13 @@ def test_complex_state(dtype, tdtype, tol, bound, dt0):
     omega, T = 3.0, 2.0
     y0 = jnp.array([1.0 + 0.5j, -2.0j], dtype)
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(rotation_vf), odejax.Tsit5(), tdtype(0.0), tdtype(T),
-        None if dt0 is None else tdtype(dt0), y0, omega,
+        odejax.ODETerm(rotation_vf),
+        odejax.Tsit5(),
+        tdtype(0.0),
+        tdtype(T),
+        None if dt0 is None else tdtype(dt0),
+        y0,
+        omega,
         stepsize_controller=odejax.PIDController(rtol=tdtype(tol), atol=tdtype(tol)),
     )
     assert sol.ys.dtype == dtype
@@ -247,15 +296,24 @@ def test_complex_state(dtype, tdtype, tol, bound, dt0):
 
 # ---- t0 == t1 -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
-    "controller, dt0", [(odejax.ConstantStepSize(), 0.1), (pid(1e-6), None)],
+    "controller, dt0",
+    [(odejax.ConstantStepSize(), 0.1), (pid(1e-6), None)],
     ids=["constant", "pid-auto-dt0"],
 )
 def test_empty_interval_returns_y0(controller, dt0):
     y0 = jnp.array([1.0, -2.0])
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), 1.0, 1.0, dt0, y0, 1.0,
-        stepsize_controller=controller, saveat=odejax.SaveAt(t0=True, t1=True),
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        1.0,
+        1.0,
+        dt0,
+        y0,
+        1.0,
+        stepsize_controller=controller,
+        saveat=odejax.SaveAt(t0=True, t1=True),
     )
     assert int(sol.result) == odejax.RESULTS.successful
     np.testing.assert_array_equal(sol.ts, [1.0, 1.0])
@@ -266,22 +324,40 @@ def test_empty_interval_returns_y0(controller, dt0):
 def test_empty_interval_dense_evaluate_returns_y0():
     y0 = jnp.array([1.0, -2.0])
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), 1.0, 1.0, 0.1, y0, 1.0,
-        saveat=odejax.SaveAt(t1=True, dense=True), max_steps=4,
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        1.0,
+        1.0,
+        0.1,
+        y0,
+        1.0,
+        saveat=odejax.SaveAt(t1=True, dense=True),
+        max_steps=4,
     )
     np.testing.assert_array_equal(sol.evaluate(1.0), y0)
 
 
 # ---- statistics -----------------------------------------------------------------------
 
+
 def test_stats_constant_step_fevals():
     # Tsit5 has 7 stages and is FSAL: one evaluation to start, then 6 new ones per step.
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), 0.0, 1.0, 0.1, jnp.array([1.0]), 1.0,
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        0.0,
+        1.0,
+        0.1,
+        jnp.array([1.0]),
+        1.0,
         max_steps=16,
     )
     assert set(sol.stats) == {
-        "num_steps", "num_accepted_steps", "num_rejected_steps", "max_steps", "num_fevals"
+        "num_steps",
+        "num_accepted_steps",
+        "num_rejected_steps",
+        "max_steps",
+        "num_fevals",
     }
     assert sol.stats["max_steps"] == 16
     assert int(sol.stats["num_steps"]) == 10
@@ -293,7 +369,13 @@ def test_stats_constant_step_fevals():
 def test_stats_adaptive_with_rejections():
     # A first step of the whole interval on a fast decay is rejected a few times.
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), 0.0, 1.0, 1.0, jnp.array([1.0]), 10.0,
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        0.0,
+        1.0,
+        1.0,
+        jnp.array([1.0]),
+        10.0,
         stepsize_controller=pid(1e-6),
     )
     steps = int(sol.stats["num_steps"])
@@ -306,10 +388,17 @@ def test_stats_adaptive_with_rejections():
 
 # ---- failures: throw and result codes -------------------------------------------------
 
+
 def test_throw_on_max_steps():
     with pytest.raises(odejax.SolveError, match=r"max_steps=5.*t=") as info:
         odejax.diffeqsolve(
-            odejax.ODETerm(decay_vf), odejax.Tsit5(), 0.0, 1.0, 0.01, jnp.array([1.0]), 1.0,
+            odejax.ODETerm(decay_vf),
+            odejax.Tsit5(),
+            0.0,
+            1.0,
+            0.01,
+            jnp.array([1.0]),
+            1.0,
             max_steps=5,
         )
     assert info.value.result == odejax.RESULTS.max_steps_reached
@@ -318,8 +407,16 @@ def test_throw_on_max_steps():
 def test_no_throw_returns_result_and_inf_for_unreached():
     ts = jnp.array([0.01, 0.03, 0.5, 0.9])
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), 0.0, 1.0, 0.01, jnp.array([1.0]), 1.0,
-        max_steps=5, throw=False, saveat=odejax.SaveAt(ts=ts),
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        0.0,
+        1.0,
+        0.01,
+        jnp.array([1.0]),
+        1.0,
+        max_steps=5,
+        throw=False,
+        saveat=odejax.SaveAt(ts=ts),
     )
     assert int(sol.result) == odejax.RESULTS.max_steps_reached
     assert not bool(odejax.is_successful(sol.result))
@@ -334,8 +431,15 @@ def test_no_throw_returns_result_and_inf_for_unreached():
 @jax.jit
 def _succeeded(t1):
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), 0.0, t1, 0.01, jnp.array([1.0]), 1.0,
-        max_steps=10, throw=False,
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        0.0,
+        t1,
+        0.01,
+        jnp.array([1.0]),
+        1.0,
+        max_steps=10,
+        throw=False,
     )
     return odejax.is_successful(sol.result), sol.result
 
@@ -355,6 +459,7 @@ def test_is_successful_traced_under_jit_and_vmap():
 
 # ---- bad inputs: raised in Python, before the loop is traced -------------------------
 
+
 class CountingField:
     """A vector field that counts how often it is traced or called."""
 
@@ -369,13 +474,23 @@ class CountingField:
 
 def _solve(f, **kw):
     base = dict(
-        solver=odejax.Tsit5(), t0=0.0, t1=1.0, dt0=0.1, y0=jnp.array([1.0]),
-        saveat=odejax.SaveAt(t1=True), stepsize_controller=odejax.ConstantStepSize(),
+        solver=odejax.Tsit5(),
+        t0=0.0,
+        t1=1.0,
+        dt0=0.1,
+        y0=jnp.array([1.0]),
+        saveat=odejax.SaveAt(t1=True),
+        stepsize_controller=odejax.ConstantStepSize(),
     )
     base.update(kw)
     return odejax.diffeqsolve(
-        odejax.ODETerm(f), base.pop("solver"), base.pop("t0"), base.pop("t1"),
-        base.pop("dt0"), base.pop("y0"), **base,
+        odejax.ODETerm(f),
+        base.pop("solver"),
+        base.pop("t0"),
+        base.pop("t1"),
+        base.pop("dt0"),
+        base.pop("y0"),
+        **base,
     )
 
 
@@ -386,38 +501,82 @@ BAD_INPUTS = [
     ("dt0-wrong-sign", dict(dt0=-0.1), r"`dt0`.*wrong sign"),
     ("dt0-wrong-sign-backward", dict(t0=1.0, t1=0.0, dt0=0.1), r"`dt0`.*wrong sign"),
     ("dt0-zero", dict(dt0=0.0), r"`dt0`"),
-    ("saveat-ts-unsorted", dict(saveat=odejax.SaveAt(ts=jnp.array([0.5, 0.2]))), r"saveat\.ts.*sorted"),
-    ("saveat-ts-increasing-backward",
-     dict(t0=1.0, t1=0.0, dt0=-0.1, saveat=odejax.SaveAt(ts=jnp.array([0.2, 0.5]))),
-     r"saveat\.ts.*sorted"),
-    ("saveat-ts-after-t1", dict(saveat=odejax.SaveAt(ts=jnp.array([0.5, 1.2]))), r"saveat\.ts.*within"),
-    ("saveat-ts-before-t0", dict(saveat=odejax.SaveAt(ts=jnp.array([-0.1, 0.5]))), r"saveat\.ts.*within"),
-    ("euler-adaptive", dict(solver=odejax.Euler(), stepsize_controller=ADAPTIVE), r"Euler.*error estimate"),
-    ("euler-clipped-adaptive",
-     dict(solver=odejax.Euler(),
-          stepsize_controller=odejax.ClipStepSizeController(ADAPTIVE, jump_ts=jnp.array([0.5]))),
-     r"Euler.*error estimate"),
+    (
+        "saveat-ts-unsorted",
+        dict(saveat=odejax.SaveAt(ts=jnp.array([0.5, 0.2]))),
+        r"saveat\.ts.*sorted",
+    ),
+    (
+        "saveat-ts-increasing-backward",
+        dict(t0=1.0, t1=0.0, dt0=-0.1, saveat=odejax.SaveAt(ts=jnp.array([0.2, 0.5]))),
+        r"saveat\.ts.*sorted",
+    ),
+    (
+        "saveat-ts-after-t1",
+        dict(saveat=odejax.SaveAt(ts=jnp.array([0.5, 1.2]))),
+        r"saveat\.ts.*within",
+    ),
+    (
+        "saveat-ts-before-t0",
+        dict(saveat=odejax.SaveAt(ts=jnp.array([-0.1, 0.5]))),
+        r"saveat\.ts.*within",
+    ),
+    (
+        "euler-adaptive",
+        dict(solver=odejax.Euler(), stepsize_controller=ADAPTIVE),
+        r"Euler.*error estimate",
+    ),
+    (
+        "euler-clipped-adaptive",
+        dict(
+            solver=odejax.Euler(),
+            stepsize_controller=odejax.ClipStepSizeController(ADAPTIVE, jump_ts=jnp.array([0.5])),
+        ),
+        r"Euler.*error estimate",
+    ),
     ("max-steps-0", dict(max_steps=0), r"`max_steps`"),
     ("max-steps-negative", dict(max_steps=-1), r"`max_steps`"),
     ("max-steps-float", dict(max_steps=2.5), r"`max_steps`"),
     ("max-steps-bool", dict(max_steps=True), r"`max_steps`"),
     ("integer-y0", dict(y0=jnp.array([1])), r"`y0`.*int"),
     ("constant-no-dt0", dict(dt0=None), r"`dt0`.*ConstantStepSize"),
-    ("stepto-with-dt0", dict(stepsize_controller=odejax.StepTo(jnp.linspace(0.0, 1.0, 5))), r"`dt0`.*StepTo"),
-    ("stepto-bad-start",
-     dict(dt0=None, stepsize_controller=odejax.StepTo(jnp.linspace(0.1, 1.0, 5))), r"StepTo.*t0"),
-    ("stepto-bad-end",
-     dict(dt0=None, stepsize_controller=odejax.StepTo(jnp.linspace(0.0, 0.9, 5))), r"StepTo.*t1"),
-    ("stepto-unsorted",
-     dict(dt0=None, stepsize_controller=odejax.StepTo(jnp.array([0.0, 0.6, 0.4, 1.0]))), r"StepTo.*monotonic"),
-    ("max-steps-none-with-steps", dict(max_steps=None, saveat=odejax.SaveAt(steps=True)), r"max_steps"),
-    ("max-steps-none-with-dense", dict(max_steps=None, saveat=odejax.SaveAt(dense=True)), r"max_steps"),
+    (
+        "stepto-with-dt0",
+        dict(stepsize_controller=odejax.StepTo(jnp.linspace(0.0, 1.0, 5))),
+        r"`dt0`.*StepTo",
+    ),
+    (
+        "stepto-bad-start",
+        dict(dt0=None, stepsize_controller=odejax.StepTo(jnp.linspace(0.1, 1.0, 5))),
+        r"StepTo.*t0",
+    ),
+    (
+        "stepto-bad-end",
+        dict(dt0=None, stepsize_controller=odejax.StepTo(jnp.linspace(0.0, 0.9, 5))),
+        r"StepTo.*t1",
+    ),
+    (
+        "stepto-unsorted",
+        dict(dt0=None, stepsize_controller=odejax.StepTo(jnp.array([0.0, 0.6, 0.4, 1.0]))),
+        r"StepTo.*monotonic",
+    ),
+    (
+        "max-steps-none-with-steps",
+        dict(max_steps=None, saveat=odejax.SaveAt(steps=True)),
+        r"max_steps",
+    ),
+    (
+        "max-steps-none-with-dense",
+        dict(max_steps=None, saveat=odejax.SaveAt(dense=True)),
+        r"max_steps",
+    ),
     ("event", dict(event=object()), r"`event`"),
 ]
 
 
-@pytest.mark.parametrize("kw, match", [(k, m) for _, k, m in BAD_INPUTS],
-                         ids=[i for i, _, _ in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "kw, match", [(k, m) for _, k, m in BAD_INPUTS], ids=[i for i, _, _ in BAD_INPUTS]
+)
 def test_bad_input_raises_before_tracing(kw, match):
     f = CountingField()
     with pytest.raises((ValueError, TypeError, NotImplementedError), match=match):
@@ -460,8 +619,15 @@ def test_bad_vector_field_output_in_pytree_names_the_leaf():
         (lambda: odejax.PIDController(rtol=1e-6, atol=-1e-6), r"`atol`"),
         (lambda: odejax.StepTo(jnp.array([0.0])), r"StepTo.*`ts`"),
     ],
-    ids=["saveat-empty", "subsaveat-empty", "saveat-ts-2d", "saveat-subs-and-flags",
-         "pid-negative-rtol", "pid-negative-atol", "stepto-one-time"],
+    ids=[
+        "saveat-empty",
+        "subsaveat-empty",
+        "saveat-ts-2d",
+        "saveat-subs-and-flags",
+        "pid-negative-rtol",
+        "pid-negative-atol",
+        "stepto-one-time",
+    ],
 )
 def test_bad_construction_raises(make, match):
     with pytest.raises(ValueError, match=match):
@@ -470,8 +636,13 @@ def test_bad_construction_raises(make, match):
 
 @pytest.mark.parametrize(
     "which, match",
-    [("terms", r"`terms`"), ("solver", r"`solver`"), ("saveat", r"`saveat`"),
-     ("stepsize_controller", r"`stepsize_controller`"), ("adjoint", r"`adjoint`")],
+    [
+        ("terms", r"`terms`"),
+        ("solver", r"`solver`"),
+        ("saveat", r"`saveat`"),
+        ("stepsize_controller", r"`stepsize_controller`"),
+        ("adjoint", r"`adjoint`"),
+    ],
     ids=["terms", "solver", "saveat", "controller", "adjoint"],
 )
 def test_wrong_type_of_argument_raises(which, match):
@@ -482,10 +653,13 @@ def test_wrong_type_of_argument_raises(which, match):
     else:
         kw[which] = object()
     with pytest.raises(TypeError, match=match):
-        odejax.diffeqsolve(args["terms"], args["solver"], 0.0, 1.0, 0.1, jnp.array([1.0]), 1.0, **kw)
+        odejax.diffeqsolve(
+            args["terms"], args["solver"], 0.0, 1.0, 0.1, jnp.array([1.0]), 1.0, **kw
+        )
 
 
 # ---- non-finite values -------------------------------------------------------------
+
 
 def nan_after_half(t, y, args):
     return jnp.where(t > 0.5, jnp.nan, -y)
@@ -499,8 +673,15 @@ def nan_after_half(t, y, args):
 def test_nonfinite_ends_with_nonfinite_result(controller, dt0):
     ts = jnp.array([0.25, 0.75])
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(nan_after_half), odejax.Tsit5(), 0.0, 1.0, dt0, jnp.array([1.0]),
-        stepsize_controller=controller, saveat=odejax.SaveAt(ts=ts), max_steps=1000,
+        odejax.ODETerm(nan_after_half),
+        odejax.Tsit5(),
+        0.0,
+        1.0,
+        dt0,
+        jnp.array([1.0]),
+        stepsize_controller=controller,
+        saveat=odejax.SaveAt(ts=ts),
+        max_steps=1000,
         throw=False,
     )
     assert int(sol.result) == odejax.RESULTS.nonfinite
@@ -509,18 +690,33 @@ def test_nonfinite_ends_with_nonfinite_result(controller, dt0):
     assert np.isinf(float(sol.ys[1, 0]))  # never reached
     with pytest.raises(odejax.SolveError, match=r"non-finite.*t="):
         odejax.diffeqsolve(
-            odejax.ODETerm(nan_after_half), odejax.Tsit5(), 0.0, 1.0, dt0, jnp.array([1.0]),
-            stepsize_controller=controller, max_steps=1000,
+            odejax.ODETerm(nan_after_half),
+            odejax.Tsit5(),
+            0.0,
+            1.0,
+            dt0,
+            jnp.array([1.0]),
+            stepsize_controller=controller,
+            max_steps=1000,
         )
 
 
 # ---- differentiation through the solve -----------------------------------------------
 
+
 def _y_at_1(a, adjoint):
     # y' = -a y, y(0) = 1: y(1) = exp(-a), dy(1)/da = -exp(-a).
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf), odejax.Tsit5(), 0.0, 1.0, 0.1, jnp.asarray(1.0), a,
-        adjoint=adjoint, stepsize_controller=pid(1e-10), max_steps=64,
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        0.0,
+        1.0,
+        0.1,
+        jnp.asarray(1.0),
+        a,
+        adjoint=adjoint,
+        stepsize_controller=pid(1e-10),
+        max_steps=64,
     )
     return sol.ys[0]
 

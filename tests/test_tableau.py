@@ -24,17 +24,24 @@ def rk4_with(**changes):
 
 # ---- validation --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         (rk4_with(c=[0.0, 0.5, 0.4, 1.0]), r"`c_i`.*row"),
         (rk4_with(c=[0.1, 0.5, 0.5, 1.0]), r"`c\[0\]`"),
         (rk4_with(b=[1 / 6, 1 / 3, 1 / 3, 1 / 5]), r"`b` must sum to 1"),
-        (rk4_with(a=np.array([[0, 0.1, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1, 0]])),
-         r"`a`.*strictly lower triangular"),
-        (rk4_with(a=np.array([[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 0.5, 0.5]]),
-                  c=[0.0, 0.5, 0.5, 1.0]),
-         r"`a`.*strictly lower triangular"),
+        (
+            rk4_with(a=np.array([[0, 0.1, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1, 0]])),
+            r"`a`.*strictly lower triangular",
+        ),
+        (
+            rk4_with(
+                a=np.array([[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 0.5, 0.5]]),
+                c=[0.0, 0.5, 0.5, 1.0],
+            ),
+            r"`a`.*strictly lower triangular",
+        ),
         (rk4_with(c=[0.0, 0.5, 1.0]), r"`c` shape"),
         (rk4_with(b=[[1.0]]), r"`b`.*one-dimensional"),
         (rk4_with(b_error=[0.1, 0.0, 0.0, 0.0], embedded_order=3), r"`b_error` must sum to 0"),
@@ -45,9 +52,19 @@ def rk4_with(**changes):
         (rk4_with(order=0), r"`order`"),
     ],
     ids=[
-        "c-not-row-sums", "c0-not-zero", "b-sum", "a-upper-entry", "a-diagonal-entry",
-        "c-shape", "b-2d", "b_error-sum", "b_error-shape", "b_error-without-order",
-        "b_dense-not-b-at-1", "b_dense-without-order", "order-zero",
+        "c-not-row-sums",
+        "c0-not-zero",
+        "b-sum",
+        "a-upper-entry",
+        "a-diagonal-entry",
+        "c-shape",
+        "b-2d",
+        "b_error-sum",
+        "b_error-shape",
+        "b_error-without-order",
+        "b_dense-not-b-at-1",
+        "b_dense-without-order",
+        "order-zero",
     ],
 )
 def test_tableau_validation(kwargs, match):
@@ -74,11 +91,13 @@ def test_tableau_is_frozen():
 
 def test_subclass_needs_a_butcher_tableau():
     with pytest.raises(TypeError, match="ButcherTableau"):
+
         class Bad(odejax.AbstractERK):
             tableau = RK4  # a dict, not a ButcherTableau
 
 
 # ---- a user-defined method ---------------------------------------------------------------
+
 
 class ClassicalRK4(odejax.AbstractERK):
     """Classical RK4, as a user outside the library would write it."""
@@ -90,8 +109,12 @@ class HeunEuler(odejax.AbstractERK):
     """Heun's method with embedded Euler, written by a user: adaptive."""
 
     tableau = odejax.ButcherTableau(
-        a=[[], [1.0]], b=[0.5, 0.5], c=[0.0, 1.0], order=2,
-        b_error=[-0.5, 0.5], embedded_order=1,  # b - b_euler
+        a=[[], [1.0]],
+        b=[0.5, 0.5],
+        c=[0.0, 1.0],
+        order=2,
+        b_error=[-0.5, 0.5],
+        embedded_order=1,  # b - b_euler
     )
 
 
@@ -101,8 +124,14 @@ T1 = 1.0
 @jax.jit
 def _solve_rk4(dt0):
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(nonlinear_vf), ClassicalRK4(), 0.0, T1, dt0, jnp.asarray(NL_Y0),
-        saveat=odejax.SaveAt(t1=True, ts=jnp.array([0.37])), max_steps=256,
+        odejax.ODETerm(nonlinear_vf),
+        ClassicalRK4(),
+        0.0,
+        T1,
+        dt0,
+        jnp.asarray(NL_Y0),
+        saveat=odejax.SaveAt(t1=True, ts=jnp.array([0.37])),
+        max_steps=256,
     )
     return sol.ys, sol.stats["num_steps"], sol.stats["num_fevals"]
 
@@ -129,7 +158,12 @@ def test_user_method_without_error_estimate_is_not_adaptive():
     assert ClassicalRK4().error_order(None) is None
     with pytest.raises(ValueError, match="ClassicalRK4.*error estimate"):
         odejax.diffeqsolve(
-            odejax.ODETerm(nonlinear_vf), ClassicalRK4(), 0.0, T1, 0.1, jnp.asarray(NL_Y0),
+            odejax.ODETerm(nonlinear_vf),
+            ClassicalRK4(),
+            0.0,
+            T1,
+            0.1,
+            jnp.asarray(NL_Y0),
             stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-6),
         )
 
@@ -137,15 +171,27 @@ def test_user_method_without_error_estimate_is_not_adaptive():
 def test_user_embedded_method_is_adaptive():
     tol = 1e-6
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(nonlinear_vf), HeunEuler(), 0.0, T1, None, jnp.asarray(NL_Y0),
-        stepsize_controller=odejax.PIDController(rtol=tol, atol=tol), max_steps=4096,
+        odejax.ODETerm(nonlinear_vf),
+        HeunEuler(),
+        0.0,
+        T1,
+        None,
+        jnp.asarray(NL_Y0),
+        stepsize_controller=odejax.PIDController(rtol=tol, atol=tol),
+        max_steps=4096,
     )
     assert HeunEuler().error_order(None) == 2
     assert np.max(np.abs(np.asarray(sol.ys[0]) - nonlinear_exact(T1))) < 100 * tol
     # The same tableau as the built-in Heun: the same steps, to rounding.
     builtin = odejax.diffeqsolve(
-        odejax.ODETerm(nonlinear_vf), odejax.Heun(), 0.0, T1, None, jnp.asarray(NL_Y0),
-        stepsize_controller=odejax.PIDController(rtol=tol, atol=tol), max_steps=4096,
+        odejax.ODETerm(nonlinear_vf),
+        odejax.Heun(),
+        0.0,
+        T1,
+        None,
+        jnp.asarray(NL_Y0),
+        stepsize_controller=odejax.PIDController(rtol=tol, atol=tol),
+        max_steps=4096,
     )
     assert int(sol.stats["num_steps"]) == int(builtin.stats["num_steps"])
     np.testing.assert_allclose(sol.ys, builtin.ys, rtol=1e-13)

@@ -79,12 +79,10 @@ class AbstractStepSizeController(eqx.Module):
         return self
 
     @abc.abstractmethod
-    def init(self, t0, t1, y0, dt0, args, func, f0, error_order):
-        ...
+    def init(self, t0, t1, y0, dt0, args, func, f0, error_order): ...
 
     @abc.abstractmethod
-    def adapt_step_size(self, t0, t1, y0, y1, args, y_error, error_order, state):
-        ...
+    def adapt_step_size(self, t0, t1, y0, y1, args, y_error, error_order, state): ...
 
 
 class ConstantStepSize(AbstractStepSizeController):

@@ -279,7 +279,9 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             next_t1,
             cstate,
             # Only an accepted step can end at a jump; a retry keeps the flag.
-            jnp.where(keep, jnp.asarray(next_jump, bool), state.made_jump) if may_jump else state.made_jump,
+            jnp.where(keep, jnp.asarray(next_jump, bool), state.made_jump)
+            if may_jump
+            else state.made_jump,
             result,
             num_nonfinite,
         )

@@ -19,7 +19,9 @@ def _check_ts(ts):
         return None
     ts = jnp.asarray(ts)
     if ts.ndim != 1:
-        raise ValueError(f"SaveAt: `ts` must be a one-dimensional array of times, got shape {ts.shape}.")
+        raise ValueError(
+            f"SaveAt: `ts` must be a one-dimensional array of times, got shape {ts.shape}."
+        )
     if not jnp.issubdtype(ts.dtype, jnp.inexact):
         ts = ts.astype(float)
     return ts
@@ -45,8 +47,7 @@ class SubSaveAt(eqx.Module):
     def __check_init__(self):
         if not (self.t0 or self.t1 or self.ts is not None or self.steps):
             raise ValueError(
-                "SubSaveAt saves nothing: set at least one of t0=True, t1=True, ts=..., "
-                "steps=True."
+                "SubSaveAt saves nothing: set at least one of t0=True, t1=True, ts=..., steps=True."
             )
 
 
@@ -73,7 +74,9 @@ class SaveAt(eqx.Module):
     subs: object = None
     dense: bool = eqx.field(default=False, static=True)
 
-    def __init__(self, *, t0=False, t1=False, ts=None, steps=False, fn=save_y, subs=None, dense=False):
+    def __init__(
+        self, *, t0=False, t1=False, ts=None, steps=False, fn=save_y, subs=None, dense=False
+    ):
         if subs is None:
             if t0 or t1 or ts is not None or steps:
                 subs = SubSaveAt(t0=t0, t1=t1, ts=ts, steps=steps, fn=fn)

@@ -65,7 +65,10 @@ class RESULTS:
             what = what.format(**info)
         except (KeyError, ValueError, IndexError):
             what = what.split(" at t=")[0].split(" after t=")[0].replace("={max_steps}", "")
-            what += " (inside jit; where and when: call diffeqsolve outside jit, or pass throw=False and read sol.result, sol.stats and sol.ts)"
+            what += (
+                " (inside jit; for where and when, call diffeqsolve outside jit, or pass "
+                "throw=False and read sol.result, sol.stats and sol.ts)"
+            )
         return what + ("; " + hint if hint else "")
 
 

@@ -81,10 +81,13 @@ def diffeqsolve(
     # --- Python-side checks, before any tracing -------------------------------------
     if not isinstance(terms, AbstractTerm):
         raise TypeError(
-            f"`terms` must be an odejax term such as ODETerm(vector_field), got {type(terms).__name__}."
+            "`terms` must be an odejax term such as ODETerm(vector_field), got "
+            f"{type(terms).__name__}."
         )
     if not isinstance(solver, AbstractSolver):
-        raise TypeError(f"`solver` must be an odejax solver such as Tsit5(), got {type(solver).__name__}.")
+        raise TypeError(
+            f"`solver` must be an odejax solver such as Tsit5(), got {type(solver).__name__}."
+        )
     if not isinstance(saveat, SaveAt):
         raise TypeError(f"`saveat` must be a SaveAt, got {type(saveat).__name__}.")
     if not isinstance(stepsize_controller, AbstractStepSizeController):
@@ -95,11 +98,15 @@ def diffeqsolve(
     if not isinstance(adjoint, AbstractAdjoint):
         raise TypeError(f"`adjoint` must be an odejax adjoint, got {type(adjoint).__name__}.")
     if event is not None:
-        raise NotImplementedError("`event` is not supported yet by odejax (planned); pass event=None.")
+        raise NotImplementedError(
+            "`event` is not supported yet by odejax (planned); pass event=None."
+        )
     if not isinstance(progress_meter, NoProgressMeter):
         raise NotImplementedError("only progress_meter=NoProgressMeter() is supported so far.")
     if max_steps is not None and (
-        isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps <= 0
+        isinstance(max_steps, bool)
+        or not isinstance(max_steps, (int, np.integer))
+        or max_steps <= 0
     ):
         raise ValueError(f"`max_steps` must be a positive int or None, got {max_steps!r}.")
     if max_steps is not None:
@@ -155,8 +162,22 @@ def diffeqsolve(
     dt0i = None if dt0 is None else jnp.asarray(dt0, tdtype) * direction
 
     solution, t_final = _solve(
-        iterms, solver, t0, t1, dt0i, y0, args, saveat, controller, adjoint, max_steps,
-        solver_state, controller_state, made_jump, specs, direction,
+        iterms,
+        solver,
+        t0,
+        t1,
+        dt0i,
+        y0,
+        args,
+        saveat,
+        controller,
+        adjoint,
+        max_steps,
+        solver_state,
+        controller_state,
+        made_jump,
+        specs,
+        direction,
         t0c is None or t1c is None or bool(t0c == t1c),
     )
     if throw:
@@ -165,8 +186,25 @@ def diffeqsolve(
 
 
 @eqx.filter_jit
-def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, max_steps,
-           solver_state, controller_state, made_jump, specs, direction, maybe_empty):
+def _solve(
+    terms,
+    solver,
+    t0,
+    t1,
+    dt0,
+    y0,
+    args,
+    saveat,
+    controller,
+    adjoint,
+    max_steps,
+    solver_state,
+    controller_state,
+    made_jump,
+    specs,
+    direction,
+    maybe_empty,
+):
     tdtype = t0.dtype
     ti0, ti1 = t0 * direction, t1 * direction
     error_order = solver.error_order(terms)
@@ -186,15 +224,35 @@ def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, ma
     made_jump = jnp.asarray(False if made_jump is None else made_jump, bool)
     zero = jnp.asarray(0, jnp.int32)
     saves = tuple(_init_save(spec, t0, y0, args) for spec in specs)
-    dense = _init_dense(solver, terms, ti0, ti1, y0, args, max_steps, tdtype) if saveat.dense else None
+    dense = (
+        _init_dense(solver, terms, ti0, ti1, y0, args, max_steps, tdtype) if saveat.dense else None
+    )
     state = State(
-        t=ti0, tnext=tnext, y=y0, solver_state=solver_state, controller_state=controller_state,
-        made_jump=made_jump, result=zero, num_steps=zero, num_accepted_steps=zero,
-        num_rejected_steps=zero, num_fevals=zero + solver.init_fevals + hairer,
-        num_nonfinite=zero, saves=saves, dense=dense,
+        t=ti0,
+        tnext=tnext,
+        y=y0,
+        solver_state=solver_state,
+        controller_state=controller_state,
+        made_jump=made_jump,
+        result=zero,
+        num_steps=zero,
+        num_accepted_steps=zero,
+        num_rejected_steps=zero,
+        num_fevals=zero + solver.init_fevals + hairer,
+        num_nonfinite=zero,
+        saves=saves,
+        dense=dense,
     )
     integrate = Integrator(
-        terms, solver, controller, tuple(specs), ti0, ti1, args, direction, error_order,
+        terms,
+        solver,
+        controller,
+        tuple(specs),
+        ti0,
+        ti1,
+        args,
+        direction,
+        error_order,
         may_jump=controller.may_jump or made_jump_given,
     )
     final = adjoint.loop(integrate, state, max_steps)
@@ -222,7 +280,12 @@ def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, ma
     if final.dense is not None:
         d = final.dense
         interpolation = DenseInterpolation(
-            _strip(d.ts), _strip(d.y0s), _strip(d.coeffs), d.index, jnp.asarray(direction, tdtype), y0
+            _strip(d.ts),
+            _strip(d.y0s),
+            _strip(d.coeffs),
+            d.index,
+            jnp.asarray(direction, tdtype),
+            y0,
         )
     stats = {
         "num_steps": final.num_steps,
@@ -232,9 +295,16 @@ def _solve(terms, solver, t0, t1, dt0, y0, args, saveat, controller, adjoint, ma
         "num_fevals": final.num_fevals,
     }
     solution = Solution(
-        t0=t0, t1=t1, ts=ts, ys=ys, interpolation=interpolation, stats=stats,
-        result=final.result, solver_state=final.solver_state,
-        controller_state=final.controller_state, made_jump=final.made_jump,
+        t0=t0,
+        t1=t1,
+        ts=ts,
+        ys=ys,
+        interpolation=interpolation,
+        stats=stats,
+        result=final.result,
+        solver_state=final.solver_state,
+        controller_state=final.controller_state,
+        made_jump=final.made_jump,
     )
     return solution, final.t * direction
 
@@ -391,7 +461,9 @@ def _check_stepto(ctrl, t0c, t1c):
         )
     d = np.diff(ts) * (1 if t1c >= t0c else -1)
     if np.any(d <= 0):
-        raise ValueError("StepTo(ts): `ts` must be strictly monotonic in the direction of integration.")
+        raise ValueError(
+            "StepTo(ts): `ts` must be strictly monotonic in the direction of integration."
+        )
 
 
 def _check_vector_field(terms, t0, y0, args):
@@ -445,4 +517,6 @@ def _raise_on_failure(solution, t_final):
         "num_steps": int(np.asarray(solution.stats["num_steps"])[idx]),
     }
     where = f" (batch element {idx})" if np.ndim(codes) else ""
-    raise SolveError("diffeqsolve failed" + where + ": " + RESULTS.message(code, **info), result=code)
+    raise SolveError(
+        "diffeqsolve failed" + where + ": " + RESULTS.message(code, **info), result=code
+    )

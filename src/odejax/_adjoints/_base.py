@@ -30,8 +30,7 @@ class AbstractAdjoint(eqx.Module):
     """
 
     @abc.abstractmethod
-    def loop(self, integrate, init_state, max_steps):
-        ...
+    def loop(self, integrate, init_state, max_steps): ...
 
 
 def lax_while_loop(cond, body, init, *, max_steps, buffers=None):

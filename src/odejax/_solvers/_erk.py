@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 
 from .._interpolation import LocalPolynomialInterpolation
 from .._misc import cast_scalar, lincomb
@@ -55,13 +54,11 @@ class AbstractERK(AbstractSolver):
         return terms.vf(t0, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        a, c, b_error, b_dense = self._a, self._c, self._b_error, self._b_dense
+        a, c, b_error = self._a, self._c, self._b_error
         if made_jump is False:
             f0 = solver_state
         else:
-            f0 = jax.lax.cond(
-                made_jump, lambda: terms.vf(t0, y0, args), lambda: solver_state
-            )
+            f0 = jax.lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: solver_state)
         h = t1 - t0
         ks = [f0]
         num_stages = a.shape[0]
@@ -82,4 +79,3 @@ class AbstractERK(AbstractSolver):
         return LocalPolynomialInterpolation(
             t0, t1, dense_info["y0"], dense_info["ks"], self._b_dense, t1 - t0
         )
-

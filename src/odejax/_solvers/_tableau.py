@@ -96,9 +96,7 @@ class ButcherTableau:
             if b_error.shape != (s,):
                 raise ValueError(f"ButcherTableau: `b_error` must have shape ({s},).")
             if not np.isclose(b_error.sum(), 0, rtol=0, atol=1e-12):
-                raise ValueError(
-                    f"ButcherTableau: `b_error` must sum to 0, got {b_error.sum()!r}."
-                )
+                raise ValueError(f"ButcherTableau: `b_error` must sum to 0, got {b_error.sum()!r}.")
             if self.embedded_order is None:
                 raise ValueError("ButcherTableau: give `embedded_order` with `b_error`.")
             object.__setattr__(self, "b_error", b_error)
@@ -125,7 +123,12 @@ class ButcherTableau:
     def fsal(self) -> bool:
         """The last stage is `f(t1, y1)`: its row of `a` equals `b` and its node is 1."""
         s = self.num_stages
-        return s > 1 and self.c[-1] == 1 and np.array_equal(self.a[-1, : s - 1], self.b[: s - 1]) and self.b[-1] == 0
+        return (
+            s > 1
+            and self.c[-1] == 1
+            and np.array_equal(self.a[-1, : s - 1], self.b[: s - 1])
+            and self.b[-1] == 0
+        )
 
     def fsal_form(self):
         """The tableau extended (if needed) so that its last stage is `f(t1, y1)`.

@@ -195,17 +195,20 @@ def _quartic_dense(b, b_mid):
 # division by 2. The resulting quartic is the dense output of Hairer's DOPRI5 code
 # (E. Hairer, S. P. Norsett, G. Wanner, "Solving Ordinary Differential Equations I",
 # 2nd ed., Springer, 1993, Section II.6).
-_dopri5_b_mid = np.array(
-    [
-        6025192743 / 30085553152,
-        0.0,
-        51252292925 / 65400821598,
-        -2691868925 / 45128329728,
-        187940372067 / 1594534317056,
-        -1776094331 / 19743644256,
-        11237099 / 235043384,
-    ]
-) / 2
+_dopri5_b_mid = (
+    np.array(
+        [
+            6025192743 / 30085553152,
+            0.0,
+            51252292925 / 65400821598,
+            -2691868925 / 45128329728,
+            187940372067 / 1594534317056,
+            -1776094331 / 19743644256,
+            11237099 / 235043384,
+        ]
+    )
+    / 2
+)
 DOPRI5 = ButcherTableau(
     a=_fsal(_dopri5_rows, _dopri5_b),
     b=_dopri5_b,
