@@ -223,3 +223,25 @@ def test_dtmin_failure_not_reported_for_a_finished_solve():
         ),
     )
     assert int(sol.result) == odejax.RESULTS.successful
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_dense_left_and_right_limits_at_a_jump(backward):
+    # f jumps at t = 1: dy/dt = -y before, +2 after. Steps meet the jump one ULP either
+    # side of it; `left` must pick the side in user time, in either direction.
+    g = lambda t, y, a: jnp.where(t < 1.0, -y, 2.0 * jnp.ones_like(y))  # noqa: E731
+    ctrl = odejax.ClipStepSizeController(odejax.ConstantStepSize(), jump_ts=jnp.array([1.0]))
+    t0, t1, dt0 = (2.0, 0.0, -0.07) if backward else (0.0, 2.0, 0.07)
+    sol = odejax.diffeqsolve(
+        odejax.ODETerm(g),
+        odejax.Tsit5(),
+        t0,
+        t1,
+        dt0,
+        jnp.array([1.0]),
+        saveat=odejax.SaveAt(dense=True),
+        stepsize_controller=ctrl,
+    )
+    y_jump = sol.evaluate(1.0)[0]
+    np.testing.assert_allclose(sol.derivative(1.0, left=True)[0], -y_jump, rtol=1e-6)
+    np.testing.assert_allclose(sol.derivative(1.0, left=False)[0], 2.0, rtol=1e-6)

@@ -127,8 +127,15 @@ class DenseInterpolation(eqx.Module):
         n = self.num_steps
         ends = self.ts[1:]
         # `left=True`: at a step boundary, use the step that ends there.
-        side = "left" if left else "right"
-        idx = jnp.searchsorted(ends, tau, side=side)
+        # Steps meet a jump one ULP either side of it (see ClipStepSizeController): look
+        # one ULP to the requested side, so that at a jump time `left` chooses the
+        # step before it (in user time t; internal time tau = direction * t runs the
+        # other way in a backward solve) and `left=False` the step after it.
+        inf = jnp.asarray(jnp.inf, tau.dtype)
+        below = jnp.searchsorted(ends, jax.lax.stop_gradient(jnp.nextafter(tau, -inf)), side="left")
+        above = jnp.searchsorted(ends, jax.lax.stop_gradient(jnp.nextafter(tau, inf)), side="right")
+        forward = jnp.asarray(self.direction) > 0
+        idx = jnp.where(forward == left, below, above)
         idx = jnp.clip(idx, 0, jnp.maximum(n - 1, 0))
         t0 = self.ts[idx]
         t1 = self.ts[idx + 1]
