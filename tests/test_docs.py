@@ -41,9 +41,9 @@ def python_blocks(path):
     ]
 
 
-@pytest.mark.parametrize("page", ["index.md", "getting-started.md"])
+@pytest.mark.parametrize("page", ["index.md", "getting-started.md", "../README.md"])
 def test_doc_snippets_run(page):
-    path = DOCS / page
+    path = (DOCS / page).resolve()
     blocks = python_blocks(path)
     assert blocks, f"no ```python blocks found in {path}"
     namespace = {"__name__": f"docs.{path.stem}"}
