@@ -253,7 +253,7 @@ class PIDController(AbstractStepSizeController):
             dt = jnp.minimum(dt, self.dtmax)
         if self.dtmin is not None:
             dt = jnp.maximum(dt, self.dtmin)
-        return dt.astype(dt.dtype)
+        return dt
 
     def adapt_step_size(self, t0, t1, y0, y1, args, y_error, error_order, state):
         prev_inv, prev_prev_inv = state

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._misc import cast_scalar, lincomb
+from ._misc import lincomb
 
 
 def _weights(weights, theta, derivative):
@@ -36,27 +36,6 @@ def _weights(weights, theta, derivative):
                 w = term if w is None else w + term
         out.append(w)
     return out
-
-
-def _combine(base, scale, ws, ks):
-    """`base + scale * sum_i ws[i] ks[i]` leaf by leaf, `ws` traced scalars or None."""
-    pairs = [(w, k) for w, k in zip(ws, ks) if w is not None]
-
-    def leaf(*args):
-        b, leaves = (None, args) if base is None else (args[0], args[1:])
-        acc = None
-        for (w, _), k in zip(pairs, leaves):
-            term = cast_scalar(w, k.dtype) * k
-            acc = term if acc is None else acc + term
-        if acc is None:
-            return b if b is not None else jnp.zeros_like(leaves[0])
-        acc = cast_scalar(scale, acc.dtype) * acc
-        return acc if b is None else b + acc
-
-    trees = ([] if base is None else [base]) + [k for _, k in pairs]
-    if not pairs:
-        return base if base is not None else jax.tree.map(jnp.zeros_like, ks[0])
-    return jax.tree.map(leaf, *trees)
 
 
 def _static_matrix(w):
@@ -90,14 +69,15 @@ class LocalPolynomialInterpolation(eqx.Module):
         if t1 is not None:
             return jax.tree.map(lambda a, b: b - a, self.evaluate(t0), self.evaluate(t1))
         theta, _ = self._theta(t0)
-        return _combine(self.y0, self.scale, _weights(self.weights, theta, False), self.ks)
+        return lincomb(self.y0, self.scale, _weights(self.weights, theta, False), list(self.ks))
 
     def derivative(self, t, left=True):
         """d/dt of the interpolant at `t`."""
         del left
         theta, h = self._theta(t)
         ws = _weights(self.weights, theta, True)
-        return _combine(None, self.scale / h, ws, self.ks)
+        d = lincomb(None, self.scale / h, ws, list(self.ks))
+        return jax.tree.map(jnp.zeros_like, self.y0) if d is None else d
 
     def coefficients(self):
         """The polynomial coefficients `c_m` of `y0 + sum_m c_m theta^(m+1)` (a tuple

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,14 +18,21 @@ def cast_scalar(x, dtype):
     return jnp.asarray(x).astype(dtype)
 
 
-def lincomb(y0, h, weights, ks):
-    """`y0 + h * sum_j weights[j] * ks[j]` leaf by leaf, skipping zero weights (static).
+def _static_number(w):
+    return isinstance(w, (numbers.Number, np.number))
 
-    `weights` is a NumPy vector; `ks` a list of PyTrees shaped like `y0`; `y0` may be
-    None (then `h * sum_j weights[j] * ks[j]` alone is returned; None if all weights
-    are zero).
+
+def lincomb(y0, h, weights, ks):
+    """`y0 + h * sum_j weights[j] * ks[j]` leaf by leaf.
+
+    `weights` holds static numbers (zeros skipped, ones not multiplied: decided at
+    trace time) or traced scalars (None skipped); `ks` is a list of PyTrees shaped like
+    `y0`; `y0` may be None (then `h * sum_j weights[j] * ks[j]` alone is returned;
+    None if every weight is skipped).
     """
-    terms = [(float(w), k) for w, k in zip(weights, ks) if w != 0]
+    terms = [
+        (w, k) for w, k in zip(weights, ks) if w is not None and not (_static_number(w) and w == 0)
+    ]
     if not terms:
         return y0
 
@@ -31,7 +40,10 @@ def lincomb(y0, h, weights, ks):
         base, leaves = (None, args) if y0 is None else (args[0], args[1:])
         acc = None
         for (w, _), k in zip(terms, leaves):
-            term = k if w == 1 else cast_scalar(w, k.dtype) * k
+            if _static_number(w):
+                term = k if w == 1 else cast_scalar(float(w), k.dtype) * k
+            else:
+                term = cast_scalar(w, k.dtype) * k
             acc = term if acc is None else acc + term
         acc = cast_scalar(h, acc.dtype) * acc
         return acc if base is None else base + acc

@@ -35,8 +35,8 @@ class AbstractERK(AbstractSolver):
         if tab is not None:
             if not isinstance(tab, ButcherTableau):
                 raise TypeError(f"{cls.__name__}.tableau must be a ButcherTableau.")
-            a, c, b, b_error, b_dense = tab.fsal_form()
-            cls._a, cls._c, cls._b, cls._b_error, cls._b_dense = a, c, b, b_error, b_dense
+            a, c, _, b_error, b_dense = tab.fsal_form()
+            cls._a, cls._c, cls._b_error, cls._b_dense = a, c, b_error, b_dense
             cls.fevals_per_step = a.shape[0] - 1
             cls.init_fevals = 1
 
