@@ -15,7 +15,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._misc import cast_scalar, widest
+from ._misc import cast_scalar, nextafter, widest
 from ._solution import RESULTS
 
 
@@ -297,20 +297,6 @@ class PIDController(AbstractStepSizeController):
         return keep, next_t0, next_t1, False, state, result
 
 
-@jax.custom_jvp
-def _nextafter(x, direction):
-    """`jnp.nextafter(x, direction)`, differentiable as the identity in `x` (JAX has no
-    derivative rule for it; moving by one ULP does not change the derivative)."""
-    return jnp.nextafter(x, direction)
-
-
-@_nextafter.defjvp
-def _nextafter_jvp(primals, tangents):
-    x, direction = primals
-    tx, _ = tangents
-    return _nextafter(x, direction), tx
-
-
 def _next_in(ts, t):
     """The first entry of sorted `ts` strictly after `t` (inf if none)."""
     idx = jnp.searchsorted(ts, t, side="right")
@@ -377,7 +363,7 @@ class ClipStepSizeController(AbstractStepSizeController):
     def _before_jump(self, t0):
         """One ULP before the first jump time after `t0` (inf if none)."""
         tj = _next_in(self.jump_ts.astype(t0.dtype), t0)
-        return _nextafter(tj, jnp.asarray(-jnp.inf, tj.dtype))
+        return nextafter(tj, jnp.asarray(-jnp.inf, tj.dtype))
 
     def init(self, t0, t1, y0, dt0, args, func, f0, error_order):
         tnext, state = self.controller.init(t0, t1, y0, dt0, args, func, f0, error_order)
@@ -392,7 +378,7 @@ class ClipStepSizeController(AbstractStepSizeController):
             # in sync): then step over it, from one ULP before to one ULP after.
             jumped = keep & (t1 >= self._before_jump(t0))
             inf = jnp.asarray(jnp.inf, next_t0.dtype)
-            after = _nextafter(_nextafter(next_t0, inf), inf)
+            after = nextafter(nextafter(next_t0, inf), inf)
             next_t1 = jnp.where(jumped, next_t1 + (after - next_t0), next_t1)
             next_t0 = jnp.where(jumped, after, next_t0)
             made_jump = jumped | made_jump

@@ -15,7 +15,7 @@ import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 
-from ._misc import tree_where
+from ._misc import nextafter, tree_where
 from ._solution import RESULTS
 
 # Consecutive rejections caused by NaN/Inf after which the solve gives up.
@@ -217,7 +217,9 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
         y1, y_error, dense_info, solver_state, solver_result = solver.step(
             terms, t_start, t_end, state.y, args, state.solver_state, made_jump
         )
-        finite = _all_finite(y1)
+        # NaN/Inf anywhere in the step's result, or in its error estimate (a stage with
+        # zero weight in y1, e.g. f(t1, y1) of an FSAL method, shows only there).
+        finite = _all_finite((y1, y_error))
         if never_rejects:
             _, ctrl_t0, next_t1, next_jump, cstate, cresult = controller.adapt_step_size(
                 t_start, t_end, state.y, y1, args, y_error, error_order, state.controller_state
@@ -245,6 +247,13 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             snapped = jnp.minimum(next_t1, t1) >= t1 - tol
             next_t1 = jnp.where(~keep & snapped, t_start + 0.5 * (t1 - t_start), next_t1)
         next_t1 = clip_to_end(next_t1, t1, tol)
+        if not never_rejects:
+            # ...and strictly shorter in floating point too: `t + 0.9 dt` can round back
+            # to `t + dt` when dt is a few ULP, and the same rejected step would be
+            # retried forever. So each retry ends before the last, and a run of
+            # rejections ends in `dt_underflow` below at the latest.
+            shorter = nextafter(t_end, jnp.asarray(-jnp.inf, t_end.dtype))
+            next_t1 = jnp.where(keep, next_t1, jnp.minimum(next_t1, shorter))
         underflow = (next_t1 <= next_t0) & (next_t0 < t1)
         # A controller failure (dt below dtmin) only counts while the solve is unfinished.
         failed = (cresult != RESULTS.successful) & (next_t0 < t1)

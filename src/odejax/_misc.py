@@ -85,3 +85,17 @@ def widest(dtypes):
     """The widest of some real floating dtypes (explicitly: strict promotion refuses
     to mix float32 and float64 implicitly)."""
     return max((jnp.dtype(d) for d in dtypes), key=lambda d: d.itemsize)
+
+
+@jax.custom_jvp
+def nextafter(x, direction):
+    """`jnp.nextafter(x, direction)`, differentiable as the identity in `x` (JAX has no
+    derivative rule for it; moving by one ULP does not change the derivative)."""
+    return jnp.nextafter(x, direction)
+
+
+@nextafter.defjvp
+def nextafter_jvp(primals, tangents):
+    x, direction = primals
+    tx, _ = tangents
+    return nextafter(x, direction), tx

@@ -46,7 +46,7 @@ class RESULTS:
             "the step size underflowed the resolution of time at t={t:.6g} of "
             "[{t0:.6g}, {t1:.6g}] (step {num_steps}): t + dt == t",
             "use float64 times, a shorter span, or check the problem for a singularity "
-            "near that time",
+            "near that time (and that dt0 has the sign of t1 - t0)",
         ),
         5: (
             "the solver failed to complete a step at t={t:.6g} of [{t0:.6g}, {t1:.6g}] "

@@ -3,7 +3,11 @@ the initial loop state, let the adjoint run the loop, pack a `Solution`."""
 
 from __future__ import annotations
 
+import functools
+import sys
+
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -220,6 +224,9 @@ def _solve(
         controller_state = fresh_state
     hairer = int(dt0 is None and controller.adaptive)
     tnext = clip_to_end(tnext, ti1, time_tolerance(ti0, ti1))
+    # A first step that does not move forward (a traced dt0 of the wrong sign, or one
+    # below the resolution of time at t0) ends the solve before it starts.
+    result0 = jnp.where((tnext <= ti0) & (ti0 < ti1), RESULTS.dt_underflow, RESULTS.successful)
     made_jump_given = made_jump is not None
     made_jump = jnp.asarray(False if made_jump is None else made_jump, bool)
     zero = jnp.asarray(0, jnp.int32)
@@ -234,7 +241,7 @@ def _solve(
         solver_state=solver_state,
         controller_state=controller_state,
         made_jump=made_jump,
-        result=zero,
+        result=result0.astype(jnp.int32),
         num_steps=zero,
         num_accepted_steps=zero,
         num_rejected_steps=zero,
@@ -493,30 +500,52 @@ def _check_vector_field(terms, t0, y0, args):
 
 
 def _raise_on_failure(solution, t_final):
-    result = jax.lax.stop_gradient(solution.result)
-    if is_traced(result):
-        msgs = [RESULTS.message(code) for code in range(len(RESULTS._messages))]
-        bad = ~is_successful(result)
-        # On every array of the solution, so that whatever the caller uses carries it.
-        arrays, rest = eqx.partition(solution, eqx.is_array)
-        arrays = eqx.branched_error_if(arrays, bad, result, msgs)
-        return eqx.combine(arrays, rest)
-    codes = np.asarray(result)
+    """Raise `SolveError` if the solve failed: at once when the result is concrete;
+    under jit, from a host callback that runs only on failure (once the loop has
+    finished), with the same message, also written to stderr as a single line so that
+    it is the first thing the user reads above the runtime error that wraps it."""
+    sg = jax.lax.stop_gradient
+    info = (
+        sg(solution.result),
+        sg(t_final),
+        sg(solution.t0),
+        sg(solution.t1),
+        sg(solution.stats["num_steps"]),
+    )
+    max_steps = solution.stats["max_steps"]
+    if not any(is_traced(x) for x in info):
+        _check_result(*info, max_steps=max_steps, echo=False)
+        return solution
+
+    def report():
+        jax.debug.callback(functools.partial(_check_result, max_steps=max_steps, echo=True), *info)
+
+    # Predicated on one (unbatched) flag, so a successful solve never calls the host.
+    jax.lax.cond(eqxi.unvmap_any(~is_successful(info[0])), report, lambda: None)
+    return solution
+
+
+def _check_result(codes, t_final, t0, t1, num_steps, *, max_steps, echo):
+    codes = np.asarray(codes)
     failed = ~np.asarray(is_successful(codes))
     if not np.any(failed):
-        return solution
-    idx = np.argwhere(failed)[0]
-    idx = tuple(idx)
+        return
+    idx = tuple(np.argwhere(failed)[0])
+
+    def at(x):
+        x = np.asarray(x)
+        return x[idx] if x.ndim else x
+
     code = int(codes[idx])
-    t_at = float(np.asarray(t_final)[idx]) if np.ndim(t_final) else float(t_final)
     info = {
-        "t": t_at,
-        "t0": float(np.asarray(solution.t0)[idx] if np.ndim(solution.t0) else solution.t0),
-        "t1": float(np.asarray(solution.t1)[idx] if np.ndim(solution.t1) else solution.t1),
-        "max_steps": solution.stats["max_steps"],
-        "num_steps": int(np.asarray(solution.stats["num_steps"])[idx]),
+        "t": float(at(t_final)),
+        "t0": float(at(t0)),
+        "t1": float(at(t1)),
+        "max_steps": max_steps,
+        "num_steps": int(at(num_steps)),
     }
-    where = f" (batch element {idx})" if np.ndim(codes) else ""
-    raise SolveError(
-        "diffeqsolve failed" + where + ": " + RESULTS.message(code, **info), result=code
-    )
+    where = f" (batch element {idx})" if codes.ndim else ""
+    message = "diffeqsolve failed" + where + ": " + RESULTS.message(code, **info)
+    if echo:
+        print("odejax.SolveError: " + message, file=sys.stderr, flush=True)
+    raise SolveError(message, result=code)
