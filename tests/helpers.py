@@ -1,5 +1,6 @@
 """Shared problems and solver lists for the test suite."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
@@ -60,3 +61,13 @@ def nonlinear_vf(t, y, args):
 
 def nonlinear_exact(t):
     return NL_Y0 * np.exp(np.sin(t))
+
+
+def decay_vf(t, y, args):
+    """y' = -args * y, for scalar or array args."""
+    return jax.tree.map(lambda v: -jnp.asarray(args, v.dtype) * v, y)
+
+
+def pid(tol):
+    # Tolerances as arrays: they are traced, so one compile serves every tolerance.
+    return odejax.PIDController(rtol=jnp.asarray(tol), atol=jnp.asarray(tol))

@@ -212,7 +212,10 @@ class PIDController(AbstractStepSizeController):
 
     def _scaled_error(self, y0, y1, y_error):
         def leaf(e, a, b):
-            scale = self.atol + self.rtol * jnp.maximum(jnp.abs(a), jnp.abs(b))
+            # Tolerances in the state's precision (a float64 rtol with a float32 state
+            # must not promote, nor fail under strict promotion).
+            m = jnp.maximum(jnp.abs(a), jnp.abs(b))
+            scale = cast_scalar(self.atol, m.dtype) + cast_scalar(self.rtol, m.dtype) * m
             return e / scale.astype(e.dtype)
 
         return self.norm(jax.tree.map(leaf, y_error, y0, y1))
@@ -226,7 +229,9 @@ class PIDController(AbstractStepSizeController):
 
         def scaled(x):
             def leaf(v, y):
-                return v / (self.atol + self.rtol * jnp.abs(y)).astype(v.dtype)
+                m = jnp.abs(y)
+                scale = cast_scalar(self.atol, m.dtype) + cast_scalar(self.rtol, m.dtype) * m
+                return v / scale.astype(v.dtype)
 
             return self.norm(jax.tree.map(leaf, x, y0)).astype(t0.dtype)
 

@@ -127,11 +127,13 @@ def time_tolerance(t0, t1):
     return 4 * eps * jnp.maximum(jnp.abs(t1), jnp.abs(t1 - t0))
 
 
-def clip_to_end(tnext, t1, tol):
-    """`tnext` clipped to `t1`, and snapped onto it when within `tol`: the last step
-    always lands exactly on `t1`, never a few ULP short of it."""
+def clip_to_end(t, tnext, t1, tol):
+    """The end `tnext` of a step from `t`, clipped to `t1`, and snapped onto it when
+    within `tol`: the last step always lands exactly on `t1`, never a few ULP short of
+    it. A step that does not move (`t + dt == t`) is not snapped: it is an underflow,
+    not a step to `t1`."""
     tnext = jnp.minimum(tnext, t1)
-    return jnp.where(tnext >= t1 - tol, t1, tnext)
+    return jnp.where((tnext >= t1 - tol) & (tnext > t), t1, tnext)
 
 
 class Integrator(eqx.Module):
@@ -246,7 +248,7 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             # onto t1 (like the rejected step was), halve the distance instead.
             snapped = jnp.minimum(next_t1, t1) >= t1 - tol
             next_t1 = jnp.where(~keep & snapped, t_start + 0.5 * (t1 - t_start), next_t1)
-        next_t1 = clip_to_end(next_t1, t1, tol)
+        next_t1 = clip_to_end(next_t0, next_t1, t1, tol)
         if not never_rejects:
             # ...and strictly shorter in floating point too: `t + 0.9 dt` can round back
             # to `t + dt` when dt is a few ULP, and the same rejected step would be

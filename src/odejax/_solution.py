@@ -95,7 +95,9 @@ class Solution(eqx.Module):
 
     - `t0`, `t1`: the interval of the solve.
     - `ts`, `ys`: the saved times and values (a PyTree matching `SaveAt.subs` when
-      several `SubSaveAt`s are used); entries that the solve did not reach are `inf`.
+      several `SubSaveAt`s are used); entries that the solve did not reach are `inf`
+      (after a failure, a `SaveAt(t1=True)` entry holds the time and state where the
+      solve stopped).
     - `stats`: a dict with `num_steps`, `num_accepted_steps`, `num_rejected_steps`,
       `max_steps` and `num_fevals` (vector-field evaluations).
     - `result`: a `RESULTS` code.

@@ -67,8 +67,10 @@ def diffeqsolve(
     - `max_steps`: the most steps to take (a positive int), or None for no bound
       (forward solves only). Buffers for `SaveAt(steps=True)`/`dense=True` have this
       size.
-    - `throw`: raise `SolveError` if the solve fails; with False the failure is in
-      `Solution.result`, and the saved values the solve did not reach are `inf`.
+    - `throw`: raise `SolveError` if the solve fails (under jit: from a host callback,
+      see the docs on errors); with False the failure is in `Solution.result` (per
+      element under vmap), the saved values the solve did not reach are `inf`, and a
+      `SaveAt(t1=True)` entry holds the time and state where the solve stopped.
     - `solver_state`, `controller_state`, `made_jump`: continue from a previous
       solve's final states.
 
@@ -116,6 +118,7 @@ def diffeqsolve(
     if max_steps is not None:
         max_steps = int(max_steps)
     y0 = _check_y0(y0)
+    _check_args(args)
     if stepsize_controller.adaptive and solver.error_order(terms) is None:
         raise ValueError(
             f"{type(solver).__name__} has no error estimate, so it cannot be used with "
@@ -141,6 +144,9 @@ def diffeqsolve(
     t0c, t1c, dt0c = concrete_or_none(t0), concrete_or_none(t1), concrete_or_none(dt0)
     t0 = jnp.asarray(t0, tdtype)
     t1 = jnp.asarray(t1, tdtype)
+    for name, value in (("t0", t0c), ("t1", t1c), ("dt0", dt0c)):
+        if value is not None and not np.isfinite(value):
+            raise ValueError(f"`{name}` must be finite, got {float(value)}.")
     if t0c is not None and t1c is not None:
         direction = 1 if t1c >= t0c else -1
         if dt0c is not None and t1c != t0c and (dt0c * (t1c - t0c) <= 0):
@@ -223,7 +229,7 @@ def _solve(
     if controller_state is None:
         controller_state = fresh_state
     hairer = int(dt0 is None and controller.adaptive)
-    tnext = clip_to_end(tnext, ti1, time_tolerance(ti0, ti1))
+    tnext = clip_to_end(ti0, tnext, ti1, time_tolerance(ti0, ti1))
     # A first step that does not move forward (a traced dt0 of the wrong sign, or one
     # below the resolution of time at t0) ends the solve before it starts.
     result0 = jnp.where((tnext <= ti0) & (ti0 < ti1), RESULTS.dt_underflow, RESULTS.successful)
@@ -417,8 +423,41 @@ def _check_y0(y0):
                 f"`y0` has a leaf of dtype {arr.dtype}: ODE states must be floating point or "
                 "complex; convert it, e.g. jnp.asarray(y0, dtype=float)."
             )
+        if not is_traced(arr) and not _all_finite_now(arr):
+            raise ValueError("`y0` contains NaN or Inf: the initial state must be finite.")
         out.append(arr)
     return jax.tree.unflatten(treedef, out)
+
+
+def _all_finite_now(arr):
+    # Evaluated at once on the array's device, even when diffeqsolve is being traced
+    # (a concrete y0 closed over by a jitted function).
+    with jax.ensure_compile_time_eval():
+        return bool(jnp.all(jnp.isfinite(arr)))
+
+
+def _check_args(args):
+    """`args` may hold arrays and hashable Python values (static under jit, e.g. a
+    string choosing a model variant); anything else cannot pass through `jit`."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(args):
+        where = "args" + jax.tree_util.keystr(path)
+        if isinstance(leaf, np.ndarray) and not (
+            np.issubdtype(leaf.dtype, np.number) or leaf.dtype == bool
+        ):
+            raise TypeError(
+                f"`{where}` is a NumPy array of dtype {leaf.dtype}, which JAX cannot "
+                "use: give a numeric array, or a tuple of Python values."
+            )
+        if eqx.is_array(leaf):
+            continue
+        try:
+            hash(leaf)
+        except TypeError:
+            raise TypeError(
+                f"`{where}` is of type {type(leaf).__name__}, which is neither an array nor "
+                "hashable: `args` must be a PyTree whose leaves are arrays or hashable "
+                "Python values. Convert it to arrays (or register its type as a PyTree)."
+            ) from None
 
 
 def _check_saveat_ts(saveat, t0c, t1c, tdtype):
@@ -475,7 +514,7 @@ def _check_stepto(ctrl, t0c, t1c):
 
 def _check_vector_field(terms, t0, y0, args):
     try:
-        out = jax.eval_shape(terms.vf, t0, y0, args)
+        out = eqx.filter_eval_shape(terms.vf, t0, y0, args)
     except Exception as e:
         raise type(e)(f"calling the vector field as f(t0, y0, args) failed: {e}") from e
     want = jax.eval_shape(lambda: y0)
@@ -503,7 +542,8 @@ def _raise_on_failure(solution, t_final):
     """Raise `SolveError` if the solve failed: at once when the result is concrete;
     under jit, from a host callback that runs only on failure (once the loop has
     finished), with the same message, also written to stderr as a single line so that
-    it is the first thing the user reads above the runtime error that wraps it."""
+    it is the first thing the user reads above the runtime error that wraps it (jax
+    wraps exceptions raised in callbacks)."""
     sg = jax.lax.stop_gradient
     info = (
         sg(solution.result),
@@ -517,19 +557,51 @@ def _raise_on_failure(solution, t_final):
         _check_result(*info, max_steps=max_steps, echo=False)
         return solution
 
-    def report():
-        jax.debug.callback(functools.partial(_check_result, max_steps=max_steps, echo=True), *info)
+    arrays, rest = eqx.partition(solution, eqx.is_array)
+    # Predicated on one (unbatched) flag: a successful solve never calls the host.
+    bad = eqxi.unvmap_any(~is_successful(info[0]))
+    arrays = _checked(arrays, bad, info, max_steps)
+    return eqx.combine(arrays, rest)
 
-    # Predicated on one (unbatched) flag, so a successful solve never calls the host.
-    jax.lax.cond(eqxi.unvmap_any(~is_successful(info[0])), report, lambda: None)
-    return solution
+
+def _guard(arrays, bad, info, max_steps):
+    """`(arrays, 1.0)`, after raising on the host if `bad`."""
+    struct = jax.eval_shape(lambda: (arrays, jnp.ones((), jnp.float32)))
+    check = functools.partial(_check_result, max_steps=max_steps, echo=True, struct=struct)
+
+    def fail(arrays):
+        # The callback raises. Its outputs stand in for the solution's arrays, so that
+        # it runs whichever of them the caller uses; one call serves a whole batch.
+        return jax.pure_callback(check, struct, *info, vmap_method="broadcast_all")
+
+    return jax.lax.cond(bad, fail, lambda a: (a, jnp.ones((), jnp.float32)), arrays)
 
 
-def _check_result(codes, t_final, t0, t1, num_steps, *, max_steps, echo):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _checked(arrays, bad, info, max_steps):
+    return _guard(arrays, bad, info, max_steps)[0]
+
+
+@_checked.defjvp
+def _checked_jvp(max_steps, primals, tangents):
+    arrays, bad, info = primals
+    out, one = _guard(arrays, bad, info, max_steps)
+    # Tangents (and so gradients) pass through a factor that comes out of the check:
+    # a derivative of a failed solve cannot be computed without the check running.
+
+    def tangent(t):
+        if t.dtype == jax.dtypes.float0:
+            return t
+        return t * one.astype(t.dtype)
+
+    return out, jax.tree.map(tangent, tangents[0])
+
+
+def _check_result(codes, t_final, t0, t1, num_steps, *, max_steps, echo, struct=None):
     codes = np.asarray(codes)
     failed = ~np.asarray(is_successful(codes))
-    if not np.any(failed):
-        return
+    if not np.any(failed):  # (not reached from jit: called only on failure)
+        return jax.tree.map(lambda s: np.zeros(codes.shape + s.shape, s.dtype), struct)
     idx = tuple(np.argwhere(failed)[0])
 
     def at(x):
@@ -544,7 +616,7 @@ def _check_result(codes, t_final, t0, t1, num_steps, *, max_steps, echo):
         "max_steps": max_steps,
         "num_steps": int(at(num_steps)),
     }
-    where = f" (batch element {idx})" if codes.ndim else ""
+    where = f" (batch element {idx[0] if len(idx) == 1 else idx})" if codes.ndim else ""
     message = "diffeqsolve failed" + where + ": " + RESULTS.message(code, **info)
     if echo:
         print("odejax.SolveError: " + message, file=sys.stderr, flush=True)
