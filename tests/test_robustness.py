@@ -603,6 +603,40 @@ def test_throw_under_jit_says_what_where_and_what_to_try_first(batched, capfd):
     assert first.startswith("odejax.SolveError: " + message)
 
 
+@pytest.mark.parametrize(
+    "adjoint, mode",
+    [
+        (odejax.RecursiveCheckpointAdjoint(), "grad"),
+        (odejax.DirectAdjoint(), "grad"),
+        (odejax.DirectAdjoint(), "jvp"),
+        (odejax.ForwardMode(), "jvp"),
+    ],
+    ids=["rca-grad", "direct-grad", "direct-jvp", "forward-jvp"],
+)
+def test_throw_under_autodiff_raises_instead_of_returning_a_derivative(adjoint, mode):
+    # Under jit(grad(loss)) the solution's values are not outputs: the check must still
+    # run, since a gradient of a failed solve is a silent wrong answer.
+    def loss(y0):
+        return odejax.diffeqsolve(
+            odejax.ODETerm(decay_vf),
+            odejax.Tsit5(),
+            0.0,
+            1.0,
+            0.01,
+            y0,
+            1.0,
+            max_steps=5,
+            adjoint=adjoint,
+        ).ys.sum()
+
+    if mode == "grad":
+        derivative = jax.jit(jax.grad(loss))
+    else:
+        derivative = jax.jit(lambda y: jax.jvp(loss, (y,), (y,))[1])
+    with pytest.raises(Exception, match=r"SolveError: diffeqsolve failed: max_steps=5"):
+        jax.block_until_ready(derivative(jnp.ones(1)))
+
+
 def test_successful_solve_under_jit_never_calls_the_host(monkeypatch):
     from odejax import _solve
 
