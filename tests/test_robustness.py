@@ -215,6 +215,70 @@ def test_nonfinite_at_dtmin_with_force_dtmin_ends():
     assert _results(sol) == odejax.RESULTS.nonfinite
 
 
+# ---- a solver that fails to complete a step (e.g. Newton not converging) --------------
+
+
+class FailsAboveStep(odejax.AbstractSolver):
+    """Tsit5, except that a step longer than `h_fail` (or from t >= `t_stuck`) reports
+    failure: a stand-in for an implicit solver whose Newton iteration fails."""
+
+    h_fail: float
+    t_stuck: float = np.inf
+    fevals_per_step = odejax.Tsit5.fevals_per_step
+    init_fevals = odejax.Tsit5.init_fevals
+
+    def order(self, terms):
+        return odejax.Tsit5().order(terms)
+
+    def error_order(self, terms):
+        return odejax.Tsit5().error_order(terms)
+
+    def init(self, terms, t0, t1, y0, args):
+        return odejax.Tsit5().init(terms, t0, t1, y0, args)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        y1, err, dense, state, result = odejax.Tsit5().step(
+            terms, t0, t1, y0, args, solver_state, made_jump
+        )
+        failed = (t1 - t0 > self.h_fail) | (t0 >= self.t_stuck)
+        return y1, err, dense, state, jnp.where(failed, odejax.RESULTS.solver_failed, result)
+
+    def interpolation(self, t0, t1, dense_info):
+        return odejax.Tsit5().interpolation(t0, t1, dense_info)
+
+
+def test_failed_solver_step_is_rejected_and_retried_shorter():
+    sol = odejax.diffeqsolve(
+        odejax.ODETerm(decay_vf),
+        FailsAboveStep(h_fail=0.01),
+        0.0,
+        1.0,
+        0.5,
+        jnp.ones(1),
+        1.0,
+        stepsize_controller=pid(1e-8),
+        max_steps=None,
+        throw=False,
+    )
+    assert _results(sol) == SUCCESS
+    assert int(sol.stats["num_rejected_steps"]) > 0
+    np.testing.assert_allclose(sol.ys[-1, 0], np.exp(-1.0), rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "controller, dt0", [(pid(1e-8), 0.1), (odejax.ConstantStepSize(), 0.1)], ids=["pid", "constant"]
+)
+def test_solver_failing_at_every_step_size_ends_with_solver_failed(controller, dt0):
+    kw = dict(stepsize_controller=controller, max_steps=None)
+    args = (odejax.ODETerm(decay_vf), FailsAboveStep(h_fail=1.0, t_stuck=0.5))
+    args = args + (0.0, 1.0, dt0, jnp.ones(1), 1.0)
+    sol = odejax.diffeqsolve(*args, throw=False, **kw)
+    assert _results(sol) == odejax.RESULTS.solver_failed
+    assert 0.5 <= float(sol.ts[-1]) < 0.7
+    with pytest.raises(odejax.SolveError, match=r"solver failed to complete a step at t=0\.[56]"):
+        odejax.diffeqsolve(*args, **kw)
+
+
 # ---- dtmin -----------------------------------------------------------------------------
 
 

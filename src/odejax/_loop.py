@@ -18,8 +18,9 @@ import jax.numpy as jnp
 from ._misc import nextafter, tree_where
 from ._solution import RESULTS
 
-# Consecutive rejections caused by NaN/Inf after which the solve gives up.
-MAX_NONFINITE_REJECTIONS = 24
+# Consecutive rejections caused by NaN/Inf or by a failed solver step (not by the error
+# estimate) after which the solve gives up.
+MAX_FORCED_REJECTIONS = 24
 
 
 class SaveSpec(eqx.Module):
@@ -61,7 +62,7 @@ class State(eqx.Module):
     num_accepted_steps: jax.Array
     num_rejected_steps: jax.Array
     num_fevals: jax.Array
-    num_nonfinite: jax.Array  # consecutive rejections caused by NaN/Inf
+    num_forced: jax.Array  # consecutive rejections caused by NaN/Inf or a failed step
     saves: tuple
     dense: DenseState | None
 
@@ -222,24 +223,28 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
         # NaN/Inf anywhere in the step's result, or in its error estimate (a stage with
         # zero weight in y1, e.g. f(t1, y1) of an FSAL method, shows only there).
         finite = _all_finite((y1, y_error))
+        solver_ok = jnp.asarray(solver_result) == RESULTS.successful
+        # What ends a solve whose steps keep being rejected whatever their size.
+        cause = jnp.where(solver_ok, RESULTS.nonfinite, RESULTS.solver_failed)
         if never_rejects:
             _, ctrl_t0, next_t1, next_jump, cstate, cresult = controller.adapt_step_size(
                 t_start, t_end, state.y, y1, args, y_error, error_order, state.controller_state
             )
-            keep = active & finite & (solver_result == RESULTS.successful)
-            # A constant step cannot be shrunk: a NaN/Inf ends the solve at once.
-            nonfinite = ~finite
-            num_nonfinite = state.num_nonfinite
+            keep = active & finite & solver_ok
+            # A constant step cannot be shrunk: NaN/Inf or a failed step end the solve.
+            stuck = ~keep
+            num_forced = state.num_forced
         else:
             ctrl_keep, ctrl_t0, next_t1, next_jump, cstate, cresult = controller.adapt_step_size(
                 t_start, t_end, state.y, y1, args, y_error, error_order, state.controller_state
             )
-            keep = active & ctrl_keep & finite & (solver_result == RESULTS.successful)
+            keep = active & ctrl_keep & finite & solver_ok
             # Rejected although the error estimate was acceptable (a failed solver step,
             # or NaN/Inf that the error estimate missed): retry with a quarter of the step.
             next_t1 = jnp.where(keep | ~ctrl_keep, next_t1, t_start + 0.25 * (t_end - t_start))
-            num_nonfinite = jnp.where(keep, 0, state.num_nonfinite + (~finite).astype(jnp.int32))
-            nonfinite = num_nonfinite >= MAX_NONFINITE_REJECTIONS
+            forced = (~finite | ~solver_ok).astype(jnp.int32)
+            num_forced = jnp.where(keep, 0, state.num_forced + forced)
+            stuck = num_forced >= MAX_FORCED_REJECTIONS
         # An accepted step continues where the controller says (at `t_end`, or just past
         # a discontinuity); a rejected one retries from `t_start`.
         next_t0 = jnp.minimum(jnp.where(keep, ctrl_t0, t_start), t1)
@@ -262,8 +267,8 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
         result = jnp.where(failed, cresult, state.result)
         result = jnp.where(underflow, RESULTS.dt_underflow, result)
         if not never_rejects:
-            result = jnp.where(underflow & (num_nonfinite > 0), RESULTS.nonfinite, result)
-        result = jnp.where(nonfinite, RESULTS.nonfinite, result).astype(jnp.int32)
+            result = jnp.where(underflow & (num_forced > 0), cause, result)
+        result = jnp.where(active & stuck, cause, result).astype(jnp.int32)
 
         y = tree_where(keep, y1, state.y)
         solver_state = tree_where(keep, solver_state, state.solver_state)
@@ -294,16 +299,16 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             if may_jump
             else state.made_jump,
             result,
-            num_nonfinite,
+            num_forced,
         )
         small_old = (
             state.tnext,
             state.controller_state,
             state.made_jump,
             state.result,
-            state.num_nonfinite,
+            state.num_forced,
         )
-        next_t1, cstate, made_jump, result, num_nonfinite = _if_vmap(active, small_new, small_old)
+        next_t1, cstate, made_jump, result, num_forced = _if_vmap(active, small_new, small_old)
         return State(
             t=next_t0,
             tnext=next_t1,
@@ -316,7 +321,7 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
             num_accepted_steps=state.num_accepted_steps + keep.astype(jnp.int32),
             num_rejected_steps=state.num_rejected_steps + (active & ~keep).astype(jnp.int32),
             num_fevals=state.num_fevals + step * fevals + extra,
-            num_nonfinite=num_nonfinite,
+            num_forced=num_forced,
             saves=saves,
             dense=dense,
         )

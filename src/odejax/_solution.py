@@ -50,8 +50,9 @@ class RESULTS:
         ),
         5: (
             "the solver failed to complete a step at t={t:.6g} of [{t0:.6g}, {t1:.6g}] "
-            "(step {num_steps})",
-            "loosen the tolerances or check the problem near that time",
+            "(step {num_steps}) and shrinking the step did not help",
+            "for an implicit solver: loosen rtol/atol or give the Jacobian; check the "
+            "problem near that time",
         ),
         6: ("an event ended the solve", ""),
     }

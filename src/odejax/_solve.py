@@ -252,7 +252,7 @@ def _solve(
         num_accepted_steps=zero,
         num_rejected_steps=zero,
         num_fevals=zero + solver.init_fevals + hairer,
-        num_nonfinite=zero,
+        num_forced=zero,
         saves=saves,
         dense=dense,
     )
