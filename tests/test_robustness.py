@@ -42,31 +42,13 @@ def test_step_below_time_resolution_ends_with_underflow(t0, dt0, controller):
     # t0 + dt0 == t0: no step can make progress. Without a bound on the steps the
     # solve must still end, with a result that names the cause.
     dtype = jnp.asarray(t0).dtype
-    sol = odejax.diffeqsolve(
-        odejax.ODETerm(decay_vf),
-        odejax.Tsit5(),
-        t0,
-        t0 + dtype.type(100.0),
-        dt0,
-        jnp.ones(2, dtype),
-        jnp.asarray(1.0, dtype),
-        stepsize_controller=controller,
-        max_steps=None,
-        throw=False,
-    )
+    args = (odejax.ODETerm(decay_vf), odejax.Tsit5(), t0, t0 + dtype.type(100.0), dt0)
+    args = args + (jnp.ones(2, dtype), jnp.asarray(1.0, dtype))
+    kw = dict(stepsize_controller=controller, max_steps=None)
+    sol = odejax.diffeqsolve(*args, throw=False, **kw)
     assert _results(sol) == odejax.RESULTS.dt_underflow
     with pytest.raises(odejax.SolveError, match=r"underflowed the resolution of time at t="):
-        odejax.diffeqsolve(
-            odejax.ODETerm(decay_vf),
-            odejax.Tsit5(),
-            t0,
-            t0 + dtype.type(100.0),
-            dt0,
-            jnp.ones(2, dtype),
-            jnp.asarray(1.0, dtype),
-            stepsize_controller=controller,
-            max_steps=None,
-        )
+        odejax.diffeqsolve(*args, **kw)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float64, F32], ids=["float64", "float32"])
