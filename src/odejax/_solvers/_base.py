@@ -19,7 +19,9 @@ class AbstractSolver(eqx.Module):
       `t1`, an error estimate shaped like `y1` (or None if the solver has none), the
       data its interpolation needs, the new state (used only if the step is
       accepted) and a result code (`RESULTS.successful` unless the step itself
-      failed, in which case the loop rejects the step and shrinks `dt`).
+      failed, e.g. a Newton iteration that did not converge: the loop then rejects
+      the step and retries it shorter; 24 failures in a row, or one with a constant
+      step size, end the solve with `RESULTS.solver_failed`).
       `made_jump` is True when the vector field may be discontinuous at `t0`: any
       cached evaluation of it must be recomputed.
     - `interpolation(t0, t1, dense_info)` returns a local interpolation with
