@@ -25,6 +25,39 @@ def _results(sol):
     return np.asarray(sol.result)
 
 
+class FaultyTsit5(odejax.AbstractSolver):
+    """Tsit5 with injected faults: a step longer than `h_fail`, or from t >= `t_stuck`,
+    reports failure (a stand-in for an implicit solver whose Newton iteration fails);
+    a step ending after `t_nan_error` has a NaN error estimate but a finite y1 (as
+    when a stage with zero weight in y1 is NaN)."""
+
+    h_fail: float = np.inf
+    t_stuck: float = np.inf
+    t_nan_error: float = np.inf
+    fevals_per_step = odejax.Tsit5.fevals_per_step
+    init_fevals = odejax.Tsit5.init_fevals
+
+    def order(self, terms):
+        return odejax.Tsit5().order(terms)
+
+    def error_order(self, terms):
+        return odejax.Tsit5().error_order(terms)
+
+    def init(self, terms, t0, t1, y0, args):
+        return odejax.Tsit5().init(terms, t0, t1, y0, args)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        y1, err, dense, state, result = odejax.Tsit5().step(
+            terms, t0, t1, y0, args, solver_state, made_jump
+        )
+        failed = (t1 - t0 > self.h_fail) | (t0 >= self.t_stuck)
+        err = jnp.where(t1 > self.t_nan_error, jnp.nan, err)
+        return y1, err, dense, state, jnp.where(failed, odejax.RESULTS.solver_failed, result)
+
+    def interpolation(self, t0, t1, dense_info):
+        return odejax.Tsit5().interpolation(t0, t1, dense_info)
+
+
 # ---- termination -------------------------------------------------------------------
 
 
@@ -162,22 +195,23 @@ def test_nonfinite_ends_with_nonfinite_result(controller, dt0):
 
 
 def test_nonfinite_only_in_the_error_estimate_counts_as_nonfinite():
-    # Bosh3's last stage f(t1, y1) has zero weight in y1: NaN there shows only in
-    # the error estimate. y' = 1 with f = NaN once y >= 1.5: y1 stays finite.
+    # y1 stays finite, the error estimate is NaN past t = 0.5: steps that cross 0.5 are
+    # rejected however short. The solve must end naming the NaN, not as an underflow.
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(lambda t, y, args: jnp.where(y >= 1.5, jnp.nan, jnp.ones_like(y))),
-        odejax.Bosh3(),
+        odejax.ODETerm(decay_vf),
+        FaultyTsit5(t_nan_error=0.5),
         0.0,
-        2.0,
+        1.0,
         0.1,
-        jnp.zeros(1),
+        jnp.ones(1),
+        1.0,
         stepsize_controller=pid(1e-6),
         saveat=odejax.SaveAt(t1=True),
         max_steps=None,
         throw=False,
     )
     assert _results(sol) == odejax.RESULTS.nonfinite
-    assert 1.4 < float(sol.ts[-1]) <= 1.5
+    assert 0.45 < float(sol.ts[-1]) <= 0.5
 
 
 def test_nonfinite_at_dtmin_with_force_dtmin_ends():
@@ -200,39 +234,10 @@ def test_nonfinite_at_dtmin_with_force_dtmin_ends():
 # ---- a solver that fails to complete a step (e.g. Newton not converging) --------------
 
 
-class FailsAboveStep(odejax.AbstractSolver):
-    """Tsit5, except that a step longer than `h_fail` (or from t >= `t_stuck`) reports
-    failure: a stand-in for an implicit solver whose Newton iteration fails."""
-
-    h_fail: float
-    t_stuck: float = np.inf
-    fevals_per_step = odejax.Tsit5.fevals_per_step
-    init_fevals = odejax.Tsit5.init_fevals
-
-    def order(self, terms):
-        return odejax.Tsit5().order(terms)
-
-    def error_order(self, terms):
-        return odejax.Tsit5().error_order(terms)
-
-    def init(self, terms, t0, t1, y0, args):
-        return odejax.Tsit5().init(terms, t0, t1, y0, args)
-
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        y1, err, dense, state, result = odejax.Tsit5().step(
-            terms, t0, t1, y0, args, solver_state, made_jump
-        )
-        failed = (t1 - t0 > self.h_fail) | (t0 >= self.t_stuck)
-        return y1, err, dense, state, jnp.where(failed, odejax.RESULTS.solver_failed, result)
-
-    def interpolation(self, t0, t1, dense_info):
-        return odejax.Tsit5().interpolation(t0, t1, dense_info)
-
-
 def test_failed_solver_step_is_rejected_and_retried_shorter():
     sol = odejax.diffeqsolve(
         odejax.ODETerm(decay_vf),
-        FailsAboveStep(h_fail=0.01),
+        FaultyTsit5(h_fail=0.01),
         0.0,
         1.0,
         0.5,
@@ -252,7 +257,7 @@ def test_failed_solver_step_is_rejected_and_retried_shorter():
 )
 def test_solver_failing_at_every_step_size_ends_with_solver_failed(controller, dt0):
     kw = dict(stepsize_controller=controller, max_steps=None)
-    args = (odejax.ODETerm(decay_vf), FailsAboveStep(h_fail=1.0, t_stuck=0.5))
+    args = (odejax.ODETerm(decay_vf), FaultyTsit5(h_fail=1.0, t_stuck=0.5))
     args = args + (0.0, 1.0, dt0, jnp.ones(1), 1.0)
     sol = odejax.diffeqsolve(*args, throw=False, **kw)
     assert _results(sol) == odejax.RESULTS.solver_failed
