@@ -248,19 +248,16 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
         # An accepted step continues where the controller says (at `t_end`, or just past
         # a discontinuity); a rejected one retries from `t_start`.
         next_t0 = jnp.minimum(jnp.where(keep, ctrl_t0, t_start), t1)
-        if not never_rejects:
-            # A retry must be shorter than the step it retries: if it would be snapped
-            # onto t1 (like the rejected step was), halve the distance instead.
-            snapped = jnp.minimum(next_t1, t1) >= t1 - tol
-            next_t1 = jnp.where(~keep & snapped, t_start + 0.5 * (t1 - t_start), next_t1)
         next_t1 = clip_to_end(next_t0, next_t1, t1, tol)
         if not never_rejects:
-            # ...and strictly shorter in floating point too: `t + 0.9 dt` can round back
-            # to `t + dt` when dt is a few ULP, and the same rejected step would be
-            # retried forever. So each retry ends before the last, and a run of
-            # rejections ends in `dt_underflow` below at the latest.
-            shorter = nextafter(t_end, jnp.asarray(-jnp.inf, t_end.dtype))
-            next_t1 = jnp.where(keep, next_t1, jnp.minimum(next_t1, shorter))
+            # A retry must be strictly shorter than the step it retries. Snapping onto
+            # t1, or rounding (`t + 0.9 dt` rounds back to `t + dt` when dt is a few
+            # ULP), can undo the controller's shrink: then halve the step instead (and
+            # at least one ULP). So a run of rejections always ends, in `dt_underflow`
+            # below at the latest.
+            half = t_start + 0.5 * (t_end - t_start)
+            shorter = jnp.minimum(half, nextafter(t_end, jnp.asarray(-jnp.inf, t_end.dtype)))
+            next_t1 = jnp.where(keep | (next_t1 < t_end), next_t1, shorter)
         underflow = (next_t1 <= next_t0) & (next_t0 < t1)
         # A controller failure (dt below dtmin) only counts while the solve is unfinished.
         failed = (cresult != RESULTS.successful) & (next_t0 < t1)
