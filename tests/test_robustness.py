@@ -128,6 +128,25 @@ def test_last_step_onto_t1_is_never_rejected_forever():
     np.testing.assert_allclose(sol.ys[-1, 0], np.cos(100.0 * 10.0), atol=2e-2)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float64, F32], ids=["float64", "float32"])
+def test_steps_a_few_ulp_short_of_t1_are_snapped_onto_it(dtype):
+    # Ten steps of 0.1 sum to 0.9999999999999999 in float64 (0.99999994 in float32):
+    # the tenth step must end exactly at t1, not leave an eleventh step of one ULP.
+    sol = odejax.diffeqsolve(
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        dtype(0.0),
+        dtype(1.0),
+        dtype(0.1),
+        jnp.ones(1, dtype),
+        jnp.asarray(1.0, dtype),
+        saveat=odejax.SaveAt(steps=True),
+        max_steps=16,
+    )
+    assert int(sol.stats["num_steps"]) == 10
+    assert sol.ts[9] == dtype(1.0)
+
+
 def test_traced_dt0_of_the_wrong_sign_does_not_integrate_backwards():
     # A traced dt0 cannot be checked in Python: the first step would go backwards.
     solve = jax.jit(
