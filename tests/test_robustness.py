@@ -147,6 +147,66 @@ def test_steps_a_few_ulp_short_of_t1_are_snapped_onto_it(dtype):
     assert sol.ts[9] == dtype(1.0)
 
 
+@pytest.mark.parametrize(
+    "controller", [odejax.ConstantStepSize(), pid(1e-6)], ids=["constant", "pid"]
+)
+def test_step_below_time_resolution_near_t1_is_an_underflow_not_a_step_to_t1(controller):
+    # t1 is 2 ULP after t0 (within the snapping tolerance) and t0 + dt0 == t0: a step
+    # that does not move must not be snapped onto t1.
+    t0 = 1.0
+    t1 = float(np.nextafter(np.nextafter(t0, 2.0), 2.0))
+    sol = odejax.diffeqsolve(
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        t0,
+        t1,
+        1e-20,
+        jnp.ones(2),
+        1.0,
+        stepsize_controller=controller,
+        max_steps=None,
+        throw=False,
+    )
+    assert _results(sol) == odejax.RESULTS.dt_underflow
+    assert int(sol.stats["num_steps"]) == 0
+
+
+class _RejectFirstRetryOneUlpShorter(odejax.AbstractStepSizeController):
+    """Rejects the first step and proposes a retry one ULP shorter (within the snapping
+    tolerance of t1 when the first step ends at t1); accepts every later step."""
+
+    def init(self, t0, t1, y0, dt0, args, func, f0, error_order):
+        return t0 + dt0, jnp.asarray(0, jnp.int32)
+
+    def adapt_step_size(self, t0, t1, y0, y1, args, y_error, error_order, state):
+        keep = state >= 1
+        next_t0 = jnp.where(keep, t1, t0)
+        retry = jnp.nextafter(t1, jnp.asarray(-jnp.inf, t1.dtype))
+        next_t1 = jnp.where(keep, next_t0 + 1.0, retry)
+        return keep, next_t0, next_t1, False, state + 1, odejax.RESULTS.successful
+
+
+def test_rejected_step_onto_t1_is_retried_at_most_halfway_to_t1():
+    # The retry would be snapped back onto t1 (the step just rejected): it is halved,
+    # rather than crawling towards t1 one ULP at a time.
+    sol = odejax.diffeqsolve(
+        odejax.ODETerm(decay_vf),
+        odejax.Tsit5(),
+        0.0,
+        1.0,
+        1.0,
+        jnp.ones(1),
+        1.0,
+        stepsize_controller=_RejectFirstRetryOneUlpShorter(),
+        saveat=odejax.SaveAt(steps=True),
+        max_steps=8,
+        throw=False,
+    )
+    assert _results(sol) == SUCCESS
+    assert int(sol.stats["num_rejected_steps"]) == 1
+    np.testing.assert_array_equal(np.asarray(sol.ts[:2]), [0.5, 1.0])
+
+
 def test_traced_dt0_of_the_wrong_sign_does_not_integrate_backwards():
     # A traced dt0 cannot be checked in Python: the first step would go backwards.
     solve = jax.jit(
@@ -231,6 +291,29 @@ def test_nonfinite_only_in_the_error_estimate_counts_as_nonfinite():
     )
     assert _results(sol) == odejax.RESULTS.nonfinite
     assert 0.45 < float(sol.ts[-1]) <= 0.5
+
+
+@pytest.mark.parametrize(
+    "dtype, y0, t1", [(F32, 1.0, 100.0), (jnp.float64, 1e300, 20.0)], ids=["float32", "float64"]
+)
+def test_overflow_to_inf_is_never_accepted(dtype, y0, t1):
+    # Heun's y1 overflows to inf while its scaled error err / (atol + rtol |y1|) is 0:
+    # the controller would accept the step; the loop must not.
+    sol = odejax.diffeqsolve(
+        odejax.ODETerm(lambda t, y, args: y),
+        odejax.Heun(),
+        dtype(0.0),
+        dtype(t1),
+        dtype(0.1),
+        jnp.full(1, y0, dtype),
+        stepsize_controller=odejax.PIDController(rtol=1e-3, atol=1e-3),
+        saveat=odejax.SaveAt(t1=True),
+        max_steps=None,
+        throw=False,
+    )
+    assert _results(sol) == odejax.RESULTS.nonfinite
+    assert np.all(np.isfinite(np.asarray(sol.ys)))
+    assert float(sol.ts[-1]) < t1
 
 
 def test_nonfinite_at_dtmin_with_force_dtmin_ends():
@@ -879,11 +962,13 @@ def test_500k_step_solve_memory_independent_of_step_count():
     # Euler's global error at dt = 2e-6 is about dt/2 e^-1.
     np.testing.assert_allclose(sol.ys[-1, 0], np.exp(-1.0), rtol=2e-6)
 
-    def temp_bytes(max_steps):
+    def memory(max_steps):
         compiled = _long_solve(max_steps).lower(jnp.ones(1)).compile()
-        return compiled.memory_analysis().temp_size_in_bytes
+        m = compiled.memory_analysis()
+        return m.temp_size_in_bytes, m.output_size_in_bytes
 
-    # The compiled solve's working memory does not grow with the number of steps.
-    small, large = temp_bytes(1000), temp_bytes(1_000_000)
-    assert large == small
-    assert large < 10_000
+    # The compiled solve's working memory and outputs do not grow with the number of
+    # steps it may take (max_steps sizes only SaveAt(steps=True)/dense buffers).
+    (small_temp, small_out), (large_temp, large_out) = memory(1000), memory(1_000_000)
+    assert (large_temp, large_out) == (small_temp, small_out)
+    assert large_temp < 10_000 and large_out < 10_000
