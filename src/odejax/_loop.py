@@ -15,7 +15,7 @@ import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 
-from ._misc import nextafter, tree_where
+from ._misc import tree_where
 from ._solution import RESULTS
 
 # Consecutive rejections caused by NaN/Inf or by a failed solver step (not by the error
@@ -222,7 +222,9 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
         )
         # NaN/Inf anywhere in the step's result, or in its error estimate (a stage with
         # zero weight in y1, e.g. f(t1, y1) of an FSAL method, shows only there).
-        finite = _all_finite((y1, y_error))
+        # (One reduction: y1 + y_error is non-finite iff either is, short of an
+        # overflow of the sum, which only a step rejected anyway could produce.)
+        finite = _all_finite(y1 if y_error is None else jax.tree.map(jnp.add, y1, y_error))
         solver_ok = jnp.asarray(solver_result) == RESULTS.successful
         # What ends a solve whose steps keep being rejected whatever their size.
         cause = jnp.where(solver_ok, RESULTS.nonfinite, RESULTS.solver_failed)
@@ -252,11 +254,11 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
         if not never_rejects:
             # A retry must be strictly shorter than the step it retries. Snapping onto
             # t1, or rounding (`t + 0.9 dt` rounds back to `t + dt` when dt is a few
-            # ULP), can undo the controller's shrink: then halve the step instead (and
-            # at least one ULP). So a run of rejections always ends, in `dt_underflow`
-            # below at the latest.
+            # ULP), can undo the controller's shrink: then halve the step instead (a
+            # step of one ULP cannot be halved: it retries as zero, an underflow). So a
+            # run of rejections always ends, in `dt_underflow` below at the latest.
             half = t_start + 0.5 * (t_end - t_start)
-            shorter = jnp.minimum(half, nextafter(t_end, jnp.asarray(-jnp.inf, t_end.dtype)))
+            shorter = jnp.where(half < t_end, half, t_start)
             next_t1 = jnp.where(keep | (next_t1 < t_end), next_t1, shorter)
         underflow = (next_t1 <= next_t0) & (next_t0 < t1)
         # A controller failure (dt below dtmin) only counts while the solve is unfinished.
