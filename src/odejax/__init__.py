@@ -1,5 +1,9 @@
 """odejax: ODE solvers in pure JAX, differentiable in every direction."""
 
+from ._adjoints._backsolve import (
+    BacksolveAdjoint as BacksolveAdjoint,
+    adjoint_rms_seminorm as adjoint_rms_seminorm,
+)
 from ._adjoints._base import AbstractAdjoint as AbstractAdjoint
 from ._adjoints._checkpoint import RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint
 from ._adjoints._direct import DirectAdjoint as DirectAdjoint, ForwardMode as ForwardMode

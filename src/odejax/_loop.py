@@ -32,6 +32,7 @@ class SaveSpec(eqx.Module):
     steps: bool = eqx.field(static=True)
     fn: Callable
     size: int = eqx.field(static=True)
+    saves_y: bool = eqx.field(static=True, default=False)  # fn is `save_y`
 
 
 class SaveState(eqx.Module):

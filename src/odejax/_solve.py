@@ -18,7 +18,7 @@ from ._controllers import AbstractStepSizeController, ConstantStepSize, StepTo
 from ._interpolation import DenseInterpolation
 from ._loop import DenseState, Integrator, SaveSpec, SaveState, State, clip_to_end, time_tolerance
 from ._misc import concrete_or_none, is_traced, time_dtype
-from ._saveat import SaveAt, SubSaveAt
+from ._saveat import SaveAt, SubSaveAt, save_y
 from ._solution import RESULTS, Solution, SolveError, is_successful
 from ._solvers._base import AbstractSolver
 from ._terms import AbstractTerm, ODETerm, _Directed
@@ -348,7 +348,9 @@ def _spec(sub, direction, tdtype, max_steps, t0, t1, y0, args):
         + int(sub.t1 and not sub.steps)
     )
     fn = eqx.filter_closure_convert(sub.fn, t0, y0, args)
-    return SaveSpec(t0=sub.t0, t1=sub.t1, ts=ts, steps=sub.steps, fn=fn, size=size)
+    return SaveSpec(
+        t0=sub.t0, t1=sub.t1, ts=ts, steps=sub.steps, fn=fn, size=size, saves_y=sub.fn is save_y
+    )
 
 
 def _fill_empty_interval(spec, tb, yb, t0, ti0, ti1, y0, args):

@@ -1,0 +1,210 @@
+"""`BacksolveAdjoint`: the continuous adjoint, solved backwards in time."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._controllers import rms_norm
+from .._saveat import SaveAt
+from .._solve import diffeqsolve
+from .._terms import ODETerm
+from ._base import AbstractAdjoint, lax_loops
+
+_KWARGS = ("solver", "stepsize_controller", "dt0", "max_steps")
+
+
+def adjoint_rms_seminorm(x):
+    """The RMS norm of the state and adjoint parts `(y, a_y)` of a backsolve's
+    augmented state `(y, a_y, a_params)`, ignoring the parameter part: the
+    parameter integrals do not feed back into the dynamics, so their error need not
+    limit the step (Kidger, Chen & Lyons, "Hey, that's not an ODE", 2021).
+
+    ```python
+    ctrl = odejax.PIDController(rtol=1e-6, atol=1e-6, norm=odejax.adjoint_rms_seminorm)
+    adjoint = odejax.BacksolveAdjoint(stepsize_controller=ctrl)
+    ```
+    """
+    y, a_y, _ = x
+    return rms_norm((y, a_y))
+
+
+class BacksolveAdjoint(AbstractAdjoint):
+    """Differentiate the solve by the continuous adjoint method (optimise-then-
+    discretise): after the forward solve, the augmented system `[y, a_y, a_params]`,
+    with `a_y' = -a_y df/dy` and `a_params' = -a_y df/dparams`, is solved backwards
+    from the end to `t0`, adding the cotangent of each saved output at its time.
+    Memory is O(1) in the number of steps; the gradient is an approximation, as
+    accurate as the backward solve (and the backward reconstruction of `y`, which
+    can be poor for chaotic or strongly dissipative problems; then use
+    `RecursiveCheckpointAdjoint`).
+
+    **Arguments** (keywords; each defaults to the forward solve's):
+
+    - `solver`, `stepsize_controller`: for the backward solve (e.g. a
+      `PIDController` with `norm=adjoint_rms_seminorm`).
+    - `dt0`: the backward solve's initial step size (a positive number; needed with
+      a non-adaptive controller), `max_steps`: its step bound per segment.
+
+    Supports `SaveAt(t0=..., ts=..., t1=...)` saving the state itself (no `fn`,
+    `steps` or `dense`), forward solves with `t0 < t1` known before tracing, and
+    reverse mode only. Gradients flow to `y0`, `args` and parameters inside the
+    terms; not to `t0`, `t1` or `SaveAt.ts` (that raises).
+
+    ```python
+    sol = odejax.diffeqsolve(term, odejax.Tsit5(), 0.0, 1.0, 0.1, y0,
+                             adjoint=odejax.BacksolveAdjoint())
+    ```
+    """
+
+    kwargs: tuple  # sorted (name, value) pairs: hashable when the values are
+
+    def __init__(self, **kwargs):
+        unknown = sorted(set(kwargs) - set(_KWARGS))
+        if unknown:
+            raise ValueError(
+                f"BacksolveAdjoint: unknown keyword(s) {unknown}; it takes {list(_KWARGS)}."
+            )
+        self.kwargs = tuple(sorted(kwargs.items()))
+
+    def loop(self, integrate, init_state, max_steps):
+        if not (isinstance(integrate.direction, int) and integrate.direction == 1):
+            raise NotImplementedError(
+                "BacksolveAdjoint supports forward solves only so far: t0 < t1, both "
+                "known before tracing (so it cannot differentiate with respect to t0 or "
+                "t1 either); use RecursiveCheckpointAdjoint."
+            )
+        for spec in integrate.specs:
+            if spec.steps or not spec.saves_y:
+                raise NotImplementedError(
+                    "BacksolveAdjoint supports SaveAt(t0, ts, t1) saving the state "
+                    "itself; not SaveAt(steps=True) or a custom `fn`."
+                )
+        if init_state.dense is not None:
+            raise NotImplementedError("BacksolveAdjoint does not support SaveAt(dense=True).")
+        return _backsolve((init_state, integrate), self, max_steps=max_steps)
+
+
+def _forward(vjp_arg, max_steps):
+    init_state, integrate = vjp_arg
+    outer, inner = lax_loops()
+    return integrate(init_state, outer, inner, max_steps)
+
+
+@eqx.filter_custom_vjp
+def _backsolve(vjp_arg, adjoint, *, max_steps):
+    return _forward(vjp_arg, max_steps)
+
+
+@_backsolve.def_fwd
+def _backsolve_fwd(perturbed, vjp_arg, adjoint, *, max_steps):
+    _, integ = perturbed
+    times = [integ.t0, integ.t1] + [s.ts for s in integ.specs if s.ts is not None]
+    if any(jax.tree.leaves(times)):
+        raise ValueError(
+            "BacksolveAdjoint cannot differentiate with respect to t0, t1 or SaveAt.ts; "
+            "use RecursiveCheckpointAdjoint or DirectAdjoint for that."
+        )
+    final = _forward(vjp_arg, max_steps)
+    return final, final
+
+
+def _zero_or_none(x):
+    return jnp.zeros_like(x) if eqx.is_inexact_array(x) else None
+
+
+@_backsolve.def_bwd
+def _backsolve_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
+    del perturbed
+    init_state, integ = vjp_arg
+    t0 = integ.t0
+
+    def cot(g, like):
+        # Zero cotangents arrive as None.
+        return jax.tree.map(
+            lambda gi, x: jnp.zeros_like(x) if gi is None else gi,
+            g,
+            like,
+            is_leaf=lambda v: v is None,
+        )
+
+    # Every saved value with its time, and the final state at the final time.
+    times, cots = [], []
+    for k in range(len(integ.specs)):
+        save = final.saves[k]
+        g = None if grad_obj is None else grad_obj.saves[k]
+        times.append(save.ts)
+        cots.append(cot(None if g is None else g.ys, save.ys))
+    times.append(final.t[None])
+    g_y = None if grad_obj is None else grad_obj.y
+    cots.append(jax.tree.map(lambda v: v[None], cot(g_y, final.y)))
+    times = jnp.concatenate(times)
+    cots = jax.tree.map(lambda *c: jnp.concatenate(c), *cots)
+    # Unreached rows (inf) and the loops' scratch rows carry no cotangent (or one the
+    # caller cannot have used); latest first.
+    reached = jnp.isfinite(times)
+    times = jnp.clip(jnp.where(reached, times, t0), t0, final.t)
+    cots = jax.tree.map(
+        lambda c: jnp.where(reached.reshape((-1,) + (1,) * (c.ndim - 1)), c, 0), cots
+    )
+    order = jnp.argsort(-times)
+    times = times[order]
+    cots = jax.tree.map(lambda c: c[order], cots)
+
+    diff, nondiff = eqx.partition((integ.terms, integ.args), eqx.is_inexact_array)
+
+    def augmented(t, state, params):
+        y, a, _ = state
+
+        def f(y, params):
+            terms, args = eqx.combine(params, nondiff)
+            return terms.vf(t, y, args)
+
+        fy, vjp = jax.vjp(f, y, params)
+        a_y, a_p = vjp(a)
+        neg = lambda v: -v  # noqa: E731
+        return fy, jax.tree.map(neg, a_y), jax.tree.map(neg, a_p)
+
+    kw = dict(adjoint.kwargs)
+    term = ODETerm(augmented)
+    solver = kw.get("solver", integ.solver)
+    controller = kw.get("stepsize_controller", integ.controller)
+    dt0 = kw.get("dt0")
+    seg_max_steps = kw.get("max_steps", max_steps if max_steps is not None else 4096)
+
+    def back(state, t_from, t_to):
+        sol = diffeqsolve(
+            term,
+            solver,
+            t_from,
+            t_to,
+            None if dt0 is None else -jnp.abs(jnp.asarray(dt0, t_from.dtype)),
+            state,
+            diff,
+            saveat=SaveAt(t1=True),
+            stepsize_controller=controller,
+            max_steps=seg_max_steps,
+        )
+        return jax.tree.map(lambda v: v[-1], sol.ys)
+
+    def segment(carry, event):
+        t_cur, state = carry
+        t_i, c_i = event
+        y, a, a_p = back(state, t_cur, t_i)
+        a = jax.tree.map(jnp.add, a, c_i)
+        return (t_i, (y, a, a_p)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, (final.y, diff))
+    state = (final.y, zeros[0], zeros[1])
+    (t_last, state), _ = jax.lax.scan(segment, (final.t, state), (times, cots))
+    _, a0, a_p = back(state, t_last, t0)
+
+    g_init = jax.tree.map(_zero_or_none, init_state)
+    g_init = eqx.tree_at(lambda s: s.y, g_init, a0, is_leaf=lambda v: v is None)
+    g_terms, g_args = eqx.combine(a_p, jax.tree.map(_zero_or_none, nondiff))
+    g_integ = jax.tree.map(_zero_or_none, integ)
+    g_integ = eqx.tree_at(
+        lambda i: (i.terms, i.args), g_integ, (g_terms, g_args), is_leaf=lambda v: v is None
+    )
+    return g_init, g_integ
