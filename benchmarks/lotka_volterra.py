@@ -9,6 +9,7 @@ Reports per library: jaxpr size (equations, nested ones included), compile time
 (SciPy DOP853 at rtol=atol=1e-13). Prints ratios odejax / diffrax.
 
 Run: python benchmarks/lotka_volterra.py [--repeats N] [--compiles N] [--grad]
+[--adjoint checkpoint|backsolve] [--batch N]
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ def reference():
     return sol.y.T
 
 
+ADJOINT = "checkpoint"  # or "backsolve" (--adjoint)
+
+
 def make(lib, grad, batch=0):
     """The benchmark solve through `lib` (odejax or diffrax: the same API)."""
+    adjoint = lib.BacksolveAdjoint() if ADJOINT == "backsolve" else lib.RecursiveCheckpointAdjoint()
 
     def solve(y0, p):
         sol = lib.diffeqsolve(
@@ -68,6 +73,7 @@ def make(lib, grad, batch=0):
             saveat=lib.SaveAt(ts=TS),
             stepsize_controller=lib.PIDController(rtol=RTOL, atol=ATOL),
             max_steps=4096,
+            adjoint=adjoint,
         )
         return sol.ys, sol.stats["num_steps"]
 
@@ -161,7 +167,15 @@ def main():
     parser.add_argument("--compiles", type=int, default=5, help="cold compiles to time")
     parser.add_argument("--grad", action="store_true", help="time jit(grad(loss)) instead")
     parser.add_argument("--batch", type=int, default=0, help="vmap over this many y0")
+    parser.add_argument(
+        "--adjoint",
+        choices=["checkpoint", "backsolve"],
+        default="checkpoint",
+        help="with --grad: RecursiveCheckpointAdjoint or BacksolveAdjoint (both libraries)",
+    )
     args = parser.parse_args()
+    global ADJOINT
+    ADJOINT = args.adjoint
     ref = reference()
     rows = {}
     makers = [("odejax", make_odejax), ("diffrax", make_diffrax)]
@@ -187,7 +201,7 @@ def main():
                 err = float(np.max(np.abs(np.asarray(ys) - ref)))
                 extra = ""
         rows[name] = (n_eqns, comp, run, int(steps), err, extra)
-    mode = "jit(grad(loss))" if args.grad else "jit(solve)"
+    mode = f"jit(grad(loss)), {args.adjoint}" if args.grad else "jit(solve)"
     if args.batch:
         mode = f"vmap over {args.batch} y0, " + mode
     print(
