@@ -139,6 +139,10 @@ def _backsolve_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
     times.append(final.t[None])
     g_y = None if grad_obj is None else grad_obj.y
     cots.append(jax.tree.map(lambda v: v[None], cot(g_y, final.y)))
+    # ...and t0 with no cotangent: the last segment ends there (one backward loop to
+    # compile, inside the scan, not a second one after it).
+    times.append(t0[None])
+    cots.append(jax.tree.map(lambda v: jnp.zeros_like(v)[None], final.y))
     times = jnp.concatenate(times)
     cots = jax.tree.map(lambda *c: jnp.concatenate(c), *cots)
     # Unreached rows (inf) and the loops' scratch rows carry no cotangent (or one the
@@ -197,8 +201,7 @@ def _backsolve_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
 
     zeros = jax.tree.map(jnp.zeros_like, (final.y, diff))
     state = (final.y, zeros[0], zeros[1])
-    (t_last, state), _ = jax.lax.scan(segment, (final.t, state), (times, cots))
-    _, a0, a_p = back(state, t_last, t0)
+    (_, (_, a0, a_p)), _ = jax.lax.scan(segment, (final.t, state), (times, cots))
 
     g_init = jax.tree.map(_zero_or_none, init_state)
     g_init = eqx.tree_at(lambda s: s.y, g_init, a0, is_leaf=lambda v: v is None)
