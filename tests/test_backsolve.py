@@ -63,8 +63,11 @@ def _fd(eps=1e-6):
 def test_lotka_volterra_gradient_matches_checkpointing_and_finite_differences(solver):
     exact = np.concatenate(_grad(Y0, P, odejax.RecursiveCheckpointAdjoint(), solver))
     back = np.concatenate(_grad(Y0, P, odejax.BacksolveAdjoint(), solver))
-    np.testing.assert_allclose(back, exact, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(back, _fd(), rtol=1e-5, atol=1e-6)
+    # The continuous adjoint differs from the discrete gradient (and from finite
+    # differences, which also see the controller move the steps) at the level of the
+    # solver's error over 20 time units: a few 1e-6 here, at rtol = atol = 1e-8.
+    np.testing.assert_allclose(back, exact, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(back, _fd(), rtol=1e-4, atol=1e-6)
 
 
 def test_seminorm_controller_gives_the_same_gradient():
@@ -73,7 +76,7 @@ def test_seminorm_controller_gives_the_same_gradient():
     semi = np.concatenate(
         _grad(Y0, P, odejax.BacksolveAdjoint(stepsize_controller=ctrl), odejax.Tsit5())
     )
-    np.testing.assert_allclose(semi, exact, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(semi, exact, rtol=1e-4, atol=1e-6)
     x = (jnp.ones(2), jnp.full(2, 3.0), jnp.full(5, 1e9))
     np.testing.assert_allclose(odejax.adjoint_rms_seminorm(x), np.sqrt(5.0), rtol=1e-12)
 

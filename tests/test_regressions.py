@@ -245,3 +245,42 @@ def test_dense_left_and_right_limits_at_a_jump(backward):
     y_jump = sol.evaluate(1.0)[0]
     np.testing.assert_allclose(sol.derivative(1.0, left=True)[0], -y_jump, rtol=1e-6)
     np.testing.assert_allclose(sol.derivative(1.0, left=False)[0], 2.0, rtol=1e-6)
+
+
+def test_gradient_holds_the_adaptive_steps_fixed():
+    # Step sizes are not differentiated through (as in diffrax/torchdiffeq): before,
+    # the derivative through the controller's choice of steps dwarfed the derivative
+    # of the solution and made neural-ODE training fail. The gradient of an adaptive
+    # solve must equal that of the same solve stepping to the same times (StepTo).
+    w = jnp.array([[-0.5, 2.0], [-1.5, -0.2]])
+    y0 = jnp.array([1.0, -0.5])
+
+    def vf(t, y, w):
+        return jnp.tanh(w @ y) * (1.0 + 0.5 * jnp.sin(3.0 * t))
+
+    def solve(w, controller, saveat):
+        return odejax.diffeqsolve(
+            odejax.ODETerm(vf),
+            odejax.Tsit5(),
+            0.0,
+            3.0,
+            None,
+            y0,
+            w,
+            stepsize_controller=controller,
+            saveat=saveat,
+            max_steps=256,
+        )
+
+    adaptive = odejax.PIDController(rtol=1e-4, atol=1e-6)
+    sol = solve(w, adaptive, odejax.SaveAt(steps=True))
+    assert int(sol.stats["num_rejected_steps"]) > 0  # rejections shape the steps too
+    n = int(sol.stats["num_accepted_steps"])
+    steps = odejax.StepTo(jnp.concatenate([jnp.zeros(1), sol.ts[:n]]))
+
+    def loss(w, controller, dt0):
+        return jnp.sum(solve(w, controller, odejax.SaveAt(t1=True)).ys[-1] ** 2)
+
+    g_adaptive = jax.grad(loss)(w, adaptive, None)
+    g_fixed = jax.grad(loss)(w, steps, None)
+    np.testing.assert_allclose(g_adaptive, g_fixed, rtol=1e-10, atol=1e-12)

@@ -250,7 +250,8 @@ class PIDController(AbstractStepSizeController):
         dt = jnp.minimum(100 * h0, h1).astype(t0.dtype)
         # Never below the resolution of time at t0 (a zero-length first step).
         dt = jnp.maximum(dt, 8 * jnp.finfo(t0.dtype).eps * jnp.abs(t0))
-        return t0 + self._clamp(dt), state
+        # Not differentiated through, like the later step sizes (see adapt_step_size).
+        return t0 + self._clamp(jax.lax.stop_gradient(dt)), state
 
     def _clamp(self, dt):
         """`dt` within [dtmin, dtmax] (where given)."""
@@ -284,7 +285,12 @@ class PIDController(AbstractStepSizeController):
         factor = jnp.where(finite & ~jnp.isnan(factor), factor, self.factormin)
         factormax = jnp.where(keep, self.factormax, 1.0)
         factor = jnp.clip(factor, self.factormin, factormax).astype(tdtype)
-        new_dt = dt * factor
+        # Step sizes are not differentiated through (as in diffrax and torchdiffeq):
+        # the derivative of the solution with respect to where the controller puts the
+        # steps is an artefact of the discretisation, and can dwarf the derivative of
+        # the solution itself (it made neural-ODE training fail). The gradient is that
+        # of the discrete solve with the steps it took held fixed.
+        new_dt = dt * jax.lax.stop_gradient(factor)
         if self.dtmax is not None:
             new_dt = jnp.minimum(new_dt, self.dtmax)
         result = RESULTS.successful
