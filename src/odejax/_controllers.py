@@ -210,12 +210,15 @@ class PIDController(AbstractStepSizeController):
     def _error_order(self, error_order):
         return self.error_order if self.error_order is not None else error_order
 
+    def _tolerance(self, magnitude):
+        """`atol + rtol * magnitude`, in the state's precision (a float64 rtol with a
+        float32 state must not promote, nor fail under strict promotion)."""
+        dtype = magnitude.dtype
+        return cast_scalar(self.atol, dtype) + cast_scalar(self.rtol, dtype) * magnitude
+
     def _scaled_error(self, y0, y1, y_error):
         def leaf(e, a, b):
-            # Tolerances in the state's precision (a float64 rtol with a float32 state
-            # must not promote, nor fail under strict promotion).
-            m = jnp.maximum(jnp.abs(a), jnp.abs(b))
-            scale = cast_scalar(self.atol, m.dtype) + cast_scalar(self.rtol, m.dtype) * m
+            scale = self._tolerance(jnp.maximum(jnp.abs(a), jnp.abs(b)))
             return e / scale.astype(e.dtype)
 
         return self.norm(jax.tree.map(leaf, y_error, y0, y1))
@@ -229,9 +232,7 @@ class PIDController(AbstractStepSizeController):
 
         def scaled(x):
             def leaf(v, y):
-                m = jnp.abs(y)
-                scale = cast_scalar(self.atol, m.dtype) + cast_scalar(self.rtol, m.dtype) * m
-                return v / scale.astype(v.dtype)
+                return v / self._tolerance(jnp.abs(y)).astype(v.dtype)
 
             return self.norm(jax.tree.map(leaf, x, y0)).astype(t0.dtype)
 

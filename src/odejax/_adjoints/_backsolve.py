@@ -10,7 +10,7 @@ from .._controllers import rms_norm
 from .._saveat import SaveAt
 from .._solve import diffeqsolve
 from .._terms import ODETerm
-from ._base import AbstractAdjoint, lax_loops
+from ._base import AbstractAdjoint, lax_loops, zero_cotangents
 
 _KWARGS = ("solver", "stepsize_controller", "dt0", "max_steps")
 
@@ -120,25 +120,16 @@ def _backsolve_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
     init_state, integ = vjp_arg
     t0 = integ.t0
 
-    def cot(g, like):
-        # Zero cotangents arrive as None.
-        return jax.tree.map(
-            lambda gi, x: jnp.zeros_like(x) if gi is None else gi,
-            g,
-            like,
-            is_leaf=lambda v: v is None,
-        )
-
     # Every saved value with its time, and the final state at the final time.
     times, cots = [], []
     for k in range(len(integ.specs)):
         save = final.saves[k]
         g = None if grad_obj is None else grad_obj.saves[k]
         times.append(save.ts)
-        cots.append(cot(None if g is None else g.ys, save.ys))
+        cots.append(zero_cotangents(None if g is None else g.ys, save.ys))
     times.append(final.t[None])
     g_y = None if grad_obj is None else grad_obj.y
-    cots.append(jax.tree.map(lambda v: v[None], cot(g_y, final.y)))
+    cots.append(jax.tree.map(lambda v: v[None], zero_cotangents(g_y, final.y)))
     # ...and t0 with no cotangent: the last segment ends there (one backward loop to
     # compile, inside the scan, not a second one after it).
     times.append(t0[None])

@@ -33,6 +33,18 @@ class AbstractAdjoint(eqx.Module):
     def loop(self, integrate, init_state, max_steps): ...
 
 
+def zero_cotangents(grad, like):
+    """`grad` (a cotangent of `like`, as custom-VJP rules receive it) with the zero
+    cotangents, marked None, made explicit zeros for every floating-point leaf."""
+
+    def fill(g, x):
+        if g is None and eqx.is_inexact_array(x):
+            return jnp.zeros_like(x)
+        return g
+
+    return jax.tree.map(fill, grad, like, is_leaf=lambda v: v is None)
+
+
 def lax_while_loop(cond, body, init, *, max_steps, buffers=None):
     """A plain `lax.while_loop` bounded by `max_steps` (forward-mode differentiable;
     buffers are ordinary arrays updated in place by XLA).

@@ -6,10 +6,8 @@ import functools as ft
 
 import equinox as eqx
 import equinox.internal as eqxi
-import jax
-import jax.numpy as jnp
 
-from ._base import AbstractAdjoint, lax_loops, while_loop
+from ._base import AbstractAdjoint, lax_loops, while_loop, zero_cotangents
 
 
 class RecursiveCheckpointAdjoint(AbstractAdjoint):
@@ -78,13 +76,6 @@ def _checkpointed_bwd(residuals, grad_obj, perturbed, vjp_arg, *, max_steps, che
     del perturbed, vjp_arg, max_steps, checkpoints
     vjp_fn, out = residuals
 
-    # `grad_obj` marks zero cotangents as None; the VJP wants zeros for every
-    # floating-point output (and None for the others).
-    def fill(g, o):
-        if g is None and eqx.is_inexact_array(o):
-            return jnp.zeros_like(o)
-        return g
-
-    grad_obj = jax.tree.map(fill, grad_obj, out, is_leaf=lambda x: x is None)
-    (grad,) = vjp_fn(grad_obj)
+    # The VJP wants zeros for every floating-point output (and None for the others).
+    (grad,) = vjp_fn(zero_cotangents(grad_obj, out))
     return grad
