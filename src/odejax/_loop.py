@@ -8,6 +8,7 @@ two while loops (the outer loop over steps and the inner loop that saves at
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import equinox as eqx
@@ -79,6 +80,28 @@ def _buffers(num_saves, has_dense):
         return bufs
 
     return buffers
+
+
+def split_buffers(state: State):
+    """`(small, buffers)`: the loop state without its buffers (the arrays the loop only
+    writes into: saved values and dense output), and the buffers."""
+    saves = tuple(SaveState(s.ts_index, s.index, None, None) for s in state.saves)
+    bufs = tuple((s.ts, s.ys) for s in state.saves)
+    dense = state.dense
+    if dense is not None:
+        bufs = bufs + ((dense.ts, dense.y0s, dense.coeffs),)
+        dense = DenseState(dense.index, None, None, None)
+    return dataclasses.replace(state, saves=saves, dense=dense), bufs
+
+
+def join_buffers(small: State, bufs) -> State:
+    """The inverse of `split_buffers`."""
+    saves = tuple(SaveState(s.ts_index, s.index, ts, ys) for s, (ts, ys) in zip(small.saves, bufs))
+    dense = small.dense
+    if dense is not None:
+        ts, y0s, coeffs = bufs[len(saves)]
+        dense = DenseState(dense.index, ts, y0s, coeffs)
+    return dataclasses.replace(small, saves=saves, dense=dense)
 
 
 def _set(buf, i, x, pred=True):
@@ -160,10 +183,30 @@ class Integrator(eqx.Module):
     may_jump: bool = eqx.field(static=True, default=False)
 
     def __call__(self, init_state, outer_while_loop, inner_while_loop, max_steps):
-        return _integrate(self, init_state, outer_while_loop, inner_while_loop, max_steps)
+        cond, body = self.loop_fns(inner_while_loop)
+        final = outer_while_loop(
+            cond,
+            body,
+            init_state,
+            max_steps=max_steps,
+            buffers=_buffers(len(self.specs), init_state.dense is not None),
+        )
+        return self.finish(final)
+
+    def loop_fns(self, inner_while_loop):
+        """`(cond, body)` of the solve loop, with `inner_while_loop` for the loop that
+        saves at `SaveAt.ts` inside a step."""
+        return _loop_fns(self, inner_while_loop)
+
+    def finish(self, final: State) -> State:
+        """The final loop state with `max_steps_reached` set where the loop stopped
+        short of `t1`."""
+        hit_max = (final.t < self.t1) & (final.result == RESULTS.successful)
+        result = jnp.where(hit_max, RESULTS.max_steps_reached, final.result)
+        return eqx.tree_at(lambda s: s.result, final, result.astype(jnp.int32))
 
 
-def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, max_steps):
+def _loop_fns(p: Integrator, inner_while_loop):
     terms, solver, controller, specs = p.terms, p.solver, p.controller, p.specs
     t0, t1, args, direction, error_order = p.t0, p.t1, p.args, p.direction, p.error_order
     may_jump = p.may_jump
@@ -329,13 +372,4 @@ def _integrate(p: Integrator, init_state, outer_while_loop, inner_while_loop, ma
     def cond(state: State):
         return (state.t < t1) & (state.result == RESULTS.successful)
 
-    final = outer_while_loop(
-        cond,
-        lambda state: body(state, inner_while_loop),
-        init_state,
-        max_steps=max_steps,
-        buffers=_buffers(len(specs), init_state.dense is not None),
-    )
-    hit_max = (final.t < t1) & (final.result == RESULTS.successful)
-    result = jnp.where(hit_max, RESULTS.max_steps_reached, final.result)
-    return eqx.tree_at(lambda s: s.result, final, result.astype(jnp.int32))
+    return cond, lambda state: body(state, inner_while_loop)

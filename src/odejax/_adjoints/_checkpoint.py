@@ -1,81 +1,345 @@
-"""`RecursiveCheckpointAdjoint`: the exact gradient of the discrete solve."""
+"""`RecursiveCheckpointAdjoint`: the exact gradient of the discrete solve.
+
+The backward pass is written here as plain JAX loops (no nested `custom_vjp`), so that
+it can itself be differentiated in forward mode: `jax.jvp` of `jax.grad` of a loss
+through a solve (Hessian-vector products) works.
+
+Checkpointing scheme (multi-level, "r-level" checkpointing): with level sizes
+`s_0, ..., s_{r-1}` (product >= `max_steps`), the forward solve stores its state every
+`K_0 = s_1 ... s_{r-1}` steps (at most `s_0` states). The backward pass takes those
+segments in reverse; each is recomputed forward storing every `K_1` steps (at most
+`s_1` states), and so on down to the last level, which stores every step of a segment
+of `s_{r-1}` steps and backpropagates through them one by one. Memory: `s_0 + ... +
+s_{r-1}` states (plus the saved outputs); time: one forward solve, `r` recomputations
+and one backpropagation of each step, whatever the number of steps actually taken.
+"""
 
 from __future__ import annotations
 
 import functools as ft
+import math
 
 import equinox as eqx
 import equinox.internal as eqxi
+import jax
+import jax.numpy as jnp
 
-from ._base import AbstractAdjoint, lax_loops, while_loop, zero_cotangents
+from .._loop import join_buffers, split_buffers
+from ._base import AbstractAdjoint, lax_loops, lax_while_loop, while_loop, zero_cotangents
+
+# Up to this many steps every state is stored (one level): memory max_steps states,
+# no recomputation.
+_STORE_ALL_UP_TO = 64
 
 
 class RecursiveCheckpointAdjoint(AbstractAdjoint):
     """Differentiate the solve by backpropagating through the steps the solver took
     (discretise-then-optimise): the exact gradient of the discrete solution, to
-    rounding. The forward steps are recomputed from a bounded number of checkpoints
-    (online treeverse, Stumm & Walther 2010), so memory is O(`checkpoints`) states.
+    rounding. The forward steps are recomputed from a bounded number of stored states
+    (checkpoints), so memory is O(`checkpoints`) states, not O(steps).
 
     **Arguments:**
 
-    - `checkpoints`: how many states to store. None chooses from `max_steps`
-      (about `log(max_steps)` checkpoints; more checkpoints means less recomputation).
-      With `max_steps=None`, give `checkpoints` to be able to differentiate.
+    - `checkpoints`: the most states to store. None chooses `max_steps` when
+      `max_steps <= 64`, and otherwise `2 * ceil(sqrt(max_steps))` (128 for the default
+      `max_steps=4096`): two levels, so the backward pass costs one extra forward solve
+      (about 3x a forward solve in all). Fewer checkpoints use more levels, each one
+      more forward recomputation: `r` levels need about `r * max_steps**(1/r)`
+      checkpoints (at least `2 * log2(max_steps)`); `checkpoints >= max_steps` stores
+      every step and recomputes nothing.
 
-    The default adjoint of `diffeqsolve`. Reverse mode only (`jax.grad`, `jax.vjp`);
-    for `jax.jvp` use `ForwardMode` or `DirectAdjoint`. A solve that is not
+    The default adjoint of `diffeqsolve`. Reverse mode (`jax.grad`, `jax.vjp`), and
+    forward-over-reverse (`jax.jvp` of `jax.grad`: Hessian-vector products). For
+    `jax.jvp` alone use `ForwardMode` or `DirectAdjoint`. A solve that is not
     differentiated runs (and compiles) the plain loop, without checkpointing.
+
+    With `max_steps=None` give `checkpoints`: the steps are then checkpointed online
+    (treeverse, Stumm & Walther 2010, as in equinox), which supports reverse mode only.
+
+    ```python
+    def loss(y0):
+        sol = diffeqsolve(ODETerm(f), Tsit5(), 0.0, 1.0, 0.1, y0,
+                          adjoint=RecursiveCheckpointAdjoint(checkpoints=32))
+        return jnp.sum(sol.ys**2)
+    jax.grad(loss)(y0)
+    ```
     """
 
     checkpoints: int | None = eqx.field(default=None, static=True)
 
+    def __check_init__(self):
+        c = self.checkpoints
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+            raise ValueError(f"`checkpoints` must be a positive int or None, got {c!r}.")
+
     def loop(self, integrate, init_state, max_steps):
-        if self.checkpoints is None and max_steps is None:
-            outer, inner = lax_loops()
-            final = integrate(init_state, outer, inner, max_steps)
-            return eqxi.nondifferentiable_backward(
-                final,
-                msg=(
-                    "Cannot reverse-mode differentiate a solve with max_steps=None and "
-                    "RecursiveCheckpointAdjoint(checkpoints=None): give max_steps, or "
-                    "the number of checkpoints to store."
-                ),
+        if max_steps is None:
+            return _unbounded(integrate, init_state, self.checkpoints)
+        sizes = checkpoint_levels(max_steps, self.checkpoints)
+        final = _checkpointed((integrate, init_state), sizes=sizes, max_steps=max_steps)
+        return integrate.finish(final)
+
+
+def checkpoint_levels(max_steps: int, checkpoints: int | None) -> tuple[int, ...]:
+    """Level sizes `(s_0, ..., s_{r-1})` with `s_0 * ... * s_{r-1} >= max_steps` and
+    `s_0 + ... + s_{r-1} <= checkpoints`, with as few levels as possible."""
+    if checkpoints is None:
+        if max_steps <= _STORE_ALL_UP_TO:
+            checkpoints = max_steps
+        else:
+            checkpoints = 2 * math.isqrt(max_steps - 1) + 2
+    if checkpoints >= max_steps:
+        return (max_steps,)
+    levels = 2
+    while True:
+        q = _root_ceil(max_steps, levels)
+        sizes = (-(-max_steps // q ** (levels - 1)),) + (q,) * (levels - 1)
+        if sum(sizes) <= checkpoints:
+            return sizes
+        if q <= 2:
+            raise ValueError(
+                f"RecursiveCheckpointAdjoint(checkpoints={checkpoints}) is too few for "
+                f"max_steps={max_steps}: give at least {sum(sizes)} checkpoints (or fewer "
+                "max_steps)."
             )
-        return _checkpointed(
-            (init_state, integrate), max_steps=max_steps, checkpoints=self.checkpoints
-        )
+        levels += 1
+
+
+def _root_ceil(n, r):
+    """The least integer q with q**r >= n."""
+    q = max(1, round(n ** (1 / r)))
+    while q**r < n:
+        q += 1
+    while q > 1 and (q - 1) ** r >= n:
+        q -= 1
+    return q
+
+
+def _strides(sizes):
+    """Steps between the states stored at each level."""
+    return tuple(math.prod(sizes[i + 1 :]) for i in range(len(sizes)))
+
+
+def _store(buf, row, x):
+    """Write the state `x` at `row` of a stack of states."""
+    return jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, row, 0), buf, x)
+
+
+def _stack(tree, n):
+    """A stack of `n` (+ 1 scratch) copies' worth of zeros shaped like `tree`."""
+    return jax.tree.map(lambda x: jnp.zeros((n + 1,) + jnp.shape(x), jnp.result_type(x)), tree)
+
+
+def _row(buf, k):
+    return jax.tree.map(lambda b: jax.lax.dynamic_index_in_dim(b, k, keepdims=False), buf)
+
+
+def _add(a, b):
+    return jax.tree.map(lambda x, y: x if y is None else x + y, a, b, is_leaf=lambda v: v is None)
 
 
 # The primal (undifferentiated) solve runs the plain lax loop; only under reverse-mode
 # differentiation is the checkpointed loop traced and compiled.
 @eqx.filter_custom_vjp
-def _checkpointed(vjp_arg, *, max_steps, checkpoints):
-    init_state, integrate = vjp_arg
-    outer, inner = lax_loops()
-    return integrate(init_state, outer, inner, max_steps)
-
-
-def _run_checkpointed(vjp_arg, max_steps, checkpoints):
-    init_state, integrate = vjp_arg
-    outer = ft.partial(while_loop, kind="checkpointed", checkpoints=checkpoints)
-    inner = ft.partial(while_loop, kind="checkpointed")
-    return integrate(init_state, outer, inner, max_steps)
+def _checkpointed(vjp_arg, *, sizes, max_steps):
+    integrate, init_state = vjp_arg
+    cond, body = integrate.loop_fns(lax_while_loop)
+    return lax_while_loop(cond, body, init_state, max_steps=max_steps)
 
 
 @_checkpointed.def_fwd
-def _checkpointed_fwd(perturbed, vjp_arg, *, max_steps, checkpoints):
+def _checkpointed_fwd(perturbed, vjp_arg, *, sizes, max_steps):
     del perturbed
-    out, vjp_fn = eqx.filter_vjp(
-        ft.partial(_run_checkpointed, max_steps=max_steps, checkpoints=checkpoints), vjp_arg
-    )
-    return out, (vjp_fn, out)
+    integrate, init_state = vjp_arg
+    cond, body = integrate.loop_fns(lax_while_loop)
+    stride, size = _strides(sizes)[0], sizes[0]
+    small0, _ = split_buffers(init_state)
+
+    def loop_cond(carry):
+        i, state, _ = carry
+        return (i < max_steps) & eqxi.unvmap_any(cond(state))
+
+    def loop_body(carry):
+        i, state, stored = carry
+        row = jnp.where(i % stride == 0, i // stride, size)
+        stored = _store(stored, row, split_buffers(state)[0])
+        return i + 1, body(state), stored
+
+    init = (jnp.asarray(0, jnp.int32), init_state, _stack(small0, size))
+    num, final, stored = jax.lax.while_loop(loop_cond, loop_body, init)
+    return final, (num, stored)
 
 
 @_checkpointed.def_bwd
-def _checkpointed_bwd(residuals, grad_obj, perturbed, vjp_arg, *, max_steps, checkpoints):
-    del perturbed, vjp_arg, max_steps, checkpoints
-    vjp_fn, out = residuals
+def _checkpointed_bwd(residuals, grad_obj, perturbed, vjp_arg, *, sizes, max_steps):
+    del perturbed, max_steps
+    num, stored = residuals
+    integrate, init_state = vjp_arg
+    # The buffers' values never matter below (the loop only writes into them): those of
+    # the initial state stand in for them, with the right shapes.
+    bufs0 = split_buffers(init_state)[1]
+    grad = zero_cotangents(grad_obj, init_state)
+    ct_small, ct_bufs = split_buffers(grad)
+    ct_small = eqx.filter(ct_small, eqx.is_inexact_array)
+    ct_p = jax.tree.map(jnp.zeros_like, eqx.filter(integrate, eqx.is_inexact_array))
+    _, plain_body = integrate.loop_fns(lax_while_loop)
+    # Forward recomputation writes its outputs nowhere: one-row stand-ins for the buffers.
+    scratch = jax.tree.map(lambda b: b[:1], bufs0)
 
-    # The VJP wants zeros for every floating-point output (and None for the others).
+    def advance(small):
+        return split_buffers(plain_body(join_buffers(small, scratch)))[0]
+
+    def step_vjp(small, cts):
+        ct_small, ct_p, ct_bufs = cts
+
+        def one_step(p, small, bufs):
+            _, body = p.loop_fns(write_only_while_loop)
+            return split_buffers(body(join_buffers(small, bufs)))
+
+        _, vjp_fn = eqx.filter_vjp(one_step, integrate, small, bufs0)
+        d_p, d_small, d_bufs = vjp_fn((ct_small, ct_bufs))
+        return eqx.filter(d_small, eqx.is_inexact_array), _add(ct_p, d_p), d_bufs
+
+    cts = _backward(0, sizes, stored, num, advance, step_vjp, (ct_small, ct_p, ct_bufs))
+    ct_small, ct_p, ct_bufs = cts
+    return ct_p, join_buffers(ct_small, ct_bufs)
+
+
+def _backward(level, sizes, stored, count, advance, step_vjp, cts):
+    """Backpropagate through `count` steps, given the states stored every
+    `stride(level)` steps from their start."""
+    stride = _strides(sizes)[level]
+    if stride == 1:
+
+        def body(carry):
+            j, cts = carry
+            return j - 1, step_vjp(_row(stored, j - 1), cts)
+
+        return jax.lax.while_loop(lambda c: c[0] > 0, body, (count, cts))[1]
+
+    def body(carry):
+        k, cts = carry
+        start = _row(stored, k - 1)
+        n = jnp.minimum(stride, count - (k - 1) * stride)
+        sub = _recompute(level + 1, sizes, start, n, advance)
+        return k - 1, _backward(level + 1, sizes, sub, n, advance, step_vjp, cts)
+
+    segments = (count + stride - 1) // stride
+    return jax.lax.while_loop(lambda c: c[0] > 0, body, (segments, cts))[1]
+
+
+def _recompute(level, sizes, start, count, advance):
+    """Run `count` steps from `start`, storing the state every `stride(level)` steps."""
+    stride, size = _strides(sizes)[level], sizes[level]
+
+    def body(carry):
+        j, small, stored = carry
+        row = jnp.where(j % stride == 0, j // stride, size)
+        stored = _store(stored, row, small)
+        return j + 1, advance(small), stored
+
+    init = (jnp.zeros_like(count), start, _stack(start, size))
+    return jax.lax.while_loop(lambda c: c[0] < count, body, init)[2]
+
+
+# ---- the loop inside a step that writes saved values (SaveAt.ts) -------------------
+
+
+def write_only_while_loop(cond, body, init, *, max_steps, buffers=None):
+    """A while loop, reverse-mode differentiable, whose carry is integers (counters)
+    and write-only buffers (its floating-point leaves): its steps only write values
+    computed from the closed-over arrays into the buffers, and never read them. Its
+    backward pass reruns the counters and accumulates the cotangents of the written
+    values, in plain JAX loops (so it can be differentiated in forward mode too)."""
+    del buffers
+    body_cc = eqx.filter_closure_convert(body, init)
+    cond_cc = eqx.filter_closure_convert(cond, init)
+    return _write_loop((body_cc, cond_cc, init), max_steps=max_steps)
+
+
+@eqx.filter_custom_vjp
+def _write_loop(vjp_arg, *, max_steps):
+    body, cond, init = vjp_arg
+    return lax_while_loop(cond, body, init, max_steps=max_steps)
+
+
+@_write_loop.def_fwd
+def _write_loop_fwd(perturbed, vjp_arg, *, max_steps):
+    del perturbed
+    return _write_loop.fn(vjp_arg, max_steps=max_steps), None
+
+
+@_write_loop.def_bwd
+def _write_loop_bwd(residuals, grad_obj, perturbed, vjp_arg, *, max_steps):
+    del residuals, perturbed
+    body, cond, init = vjp_arg
+    bufs, counters = eqx.partition(init, eqx.is_inexact_array)
+    ct_bufs = zero_cotangents(grad_obj, init)
+    ct_bufs = eqx.filter(ct_bufs, eqx.is_inexact_array)
+    ct_body = jax.tree.map(jnp.zeros_like, eqx.filter(body, eqx.is_inexact_array))
+
+    def loop_body(carry):
+        counters, ct_body, ct_bufs = carry
+
+        def one(b, bufs):
+            # The written buffers, and (not differentiated) the advanced counters.
+            return eqx.partition(b(eqx.combine(bufs, counters)), eqx.is_inexact_array)
+
+        _, vjp_fn, new_counters = eqx.filter_vjp(one, body, bufs, has_aux=True)
+        d_body, ct_bufs = vjp_fn(ct_bufs)
+        return new_counters, _add(ct_body, d_body), ct_bufs
+
+    def loop_cond(carry):
+        return cond(eqx.combine(bufs, carry[0]))
+
+    carry = lax_while_loop(loop_cond, loop_body, (counters, ct_body, ct_bufs), max_steps=max_steps)
+    _, ct_body, ct_bufs = carry
+    no_ct_cond = jax.tree.map(lambda _: None, eqx.filter(cond, eqx.is_inexact_array))
+    return ct_body, no_ct_cond, ct_bufs
+
+
+# ---- max_steps=None: equinox's online treeverse -------------------------------------
+
+
+def _unbounded(integrate, init_state, checkpoints):
+    if checkpoints is None:
+        outer, inner = lax_loops()
+        final = integrate(init_state, outer, inner, None)
+        return eqxi.nondifferentiable_backward(
+            final,
+            msg=(
+                "Cannot reverse-mode differentiate a solve with max_steps=None and "
+                "RecursiveCheckpointAdjoint(checkpoints=None): give max_steps, or "
+                "the number of checkpoints to store."
+            ),
+        )
+    return _treeverse((init_state, integrate), checkpoints=checkpoints)
+
+
+@eqx.filter_custom_vjp
+def _treeverse(vjp_arg, *, checkpoints):
+    init_state, integrate = vjp_arg
+    outer, inner = lax_loops()
+    return integrate(init_state, outer, inner, None)
+
+
+def _run_treeverse(vjp_arg, checkpoints):
+    init_state, integrate = vjp_arg
+    outer = ft.partial(while_loop, kind="checkpointed", checkpoints=checkpoints)
+    inner = ft.partial(while_loop, kind="checkpointed")
+    return integrate(init_state, outer, inner, None)
+
+
+@_treeverse.def_fwd
+def _treeverse_fwd(perturbed, vjp_arg, *, checkpoints):
+    del perturbed
+    out, vjp_fn = eqx.filter_vjp(ft.partial(_run_treeverse, checkpoints=checkpoints), vjp_arg)
+    return out, (vjp_fn, out)
+
+
+@_treeverse.def_bwd
+def _treeverse_bwd(residuals, grad_obj, perturbed, vjp_arg, *, checkpoints):
+    del perturbed, vjp_arg, checkpoints
+    vjp_fn, out = residuals
     (grad,) = vjp_fn(zero_cotangents(grad_obj, out))
     return grad
