@@ -1,0 +1,242 @@
+"""RecursiveCheckpointAdjoint's checkpointing: the level plan, the same exact gradient
+whatever the number of checkpoints (also of every saved output kind, under vmap, and
+forward-over-reverse), and memory that grows with the checkpoints, not the steps."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import odejax
+from odejax._adjoints._checkpoint import checkpoint_levels
+
+P = jnp.array([2 / 3, -4 / 3, -1.0, 1.0])
+Y0 = jnp.array([0.1, 0.2])
+TS = jnp.linspace(0.0, 6.0, 13)
+MAX_STEPS = 256
+
+
+def lv(t, y, p):
+    x, z = y[0], y[1]
+    return jnp.stack([p[0] * x + p[1] * x * z, p[2] * z + p[3] * x * z])
+
+
+# ---- the plan ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_steps", [1, 2, 7, 64, 65, 256, 1000, 4096, 10**5, 10**6])
+@pytest.mark.parametrize("checkpoints", [None, 1, 8, 16, 40, 100, 10**6])
+def test_levels_cover_max_steps_within_the_checkpoints(max_steps, checkpoints):
+    try:
+        sizes = checkpoint_levels(max_steps, checkpoints)
+    except ValueError as e:
+        assert checkpoints is not None and f"checkpoints={checkpoints}" in str(e)
+        # Too few for even the deepest plan (levels of 2): 2 * log2(max_steps) or so.
+        assert checkpoints < 2 * np.log2(max_steps) + 2
+        return
+    assert np.prod(sizes, dtype=object) >= max_steps
+    budget = checkpoints
+    if budget is None:
+        budget = max_steps if max_steps <= 64 else 2 * int(np.ceil(np.sqrt(max_steps)))
+    assert sum(sizes) <= max(budget, 1)
+    if checkpoints is not None and checkpoints >= max_steps:
+        assert sizes == (max_steps,)  # everything stored: nothing recomputed
+    if checkpoints is None:
+        assert len(sizes) <= 2  # the default costs at most one recomputation
+
+
+def test_bad_checkpoints_are_rejected_before_tracing():
+    with pytest.raises(ValueError, match="positive int"):
+        odejax.RecursiveCheckpointAdjoint(checkpoints=0)
+    with pytest.raises(ValueError, match="too few"):
+        odejax.diffeqsolve(
+            odejax.ODETerm(lv),
+            odejax.Tsit5(),
+            0.0,
+            1.0,
+            0.1,
+            Y0,
+            P,
+            max_steps=10**4,
+            adjoint=odejax.RecursiveCheckpointAdjoint(checkpoints=5),
+        )
+
+
+# ---- one exact gradient, whatever the checkpoints ------------------------------------
+
+
+def _loss(y0, p, adjoint):
+    """Every kind of output at once: saved times, every step, dense output off-grid."""
+    sol = odejax.diffeqsolve(
+        odejax.ODETerm(lv),
+        odejax.Tsit5(),
+        0.0,
+        6.0,
+        0.05,
+        y0,
+        p,
+        saveat=odejax.SaveAt(
+            subs=[odejax.SubSaveAt(ts=TS), odejax.SubSaveAt(steps=True)], dense=True
+        ),
+        stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-6),
+        max_steps=MAX_STEPS,
+        adjoint=adjoint,
+    )
+    at_ts, at_steps = sol.ys
+    steps = jnp.where(jnp.isfinite(at_steps), at_steps, 0.0)
+    off_grid = sol.evaluate(jnp.asarray(2.345)) + sol.derivative(jnp.asarray(4.321))
+    return jnp.sum((at_ts - 1) ** 2) + 1e-3 * jnp.sum(steps**2) + jnp.sum(off_grid**2)
+
+
+_grad = jax.jit(jax.grad(_loss, argnums=(0, 1)), static_argnums=2)
+
+# None: two levels (16 + 18 states); 16: four levels of 4; MAX_STEPS: every state.
+CHECKPOINTS = [None, 16, MAX_STEPS]
+
+
+@functools.cache
+def _direct():
+    return np.concatenate(_grad(Y0, P, odejax.DirectAdjoint()))
+
+
+@pytest.mark.parametrize("checkpoints", CHECKPOINTS, ids=lambda c: f"checkpoints={c}")
+def test_gradient_equals_direct_adjoint_to_rounding(checkpoints):
+    adjoint = odejax.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
+    got = np.concatenate(_grad(Y0, P, adjoint))
+    np.testing.assert_allclose(got, _direct(), rtol=1e-11, atol=1e-13)
+    # The solve takes enough steps that every level is used.
+    sol_steps = int(
+        odejax.diffeqsolve(
+            odejax.ODETerm(lv),
+            odejax.Tsit5(),
+            0.0,
+            6.0,
+            0.05,
+            Y0,
+            P,
+            stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-6),
+            max_steps=MAX_STEPS,
+        ).stats["num_steps"]
+    )
+    assert sol_steps > 16
+
+
+def _final_y(y0, p, checkpoints):
+    sol = odejax.diffeqsolve(
+        odejax.ODETerm(lv),
+        odejax.Tsit5(),
+        0.0,
+        6.0,
+        0.05,
+        y0,
+        p,
+        stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-6),
+        max_steps=MAX_STEPS,
+        adjoint=odejax.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
+        if checkpoints
+        else odejax.DirectAdjoint(),
+    )
+    return jnp.sum(sol.ys[-1] ** 2)
+
+
+def test_gradient_matches_finite_differences():
+    got = jax.jit(jax.grad(_final_y, argnums=1), static_argnums=2)(Y0, P, 16)
+    f = jax.jit(_final_y, static_argnums=2)
+    eps = 1e-6
+    fd = np.array(
+        [(f(Y0, P + eps * e, 16) - f(Y0, P - eps * e, 16)) / (2 * eps) for e in np.eye(4)]
+    )
+    # Finite differences also see the controller move the steps: agreement to the
+    # solver tolerance, not to rounding.
+    np.testing.assert_allclose(got, fd, rtol=1e-4, atol=1e-7)
+
+
+def test_vmap_of_grad_with_different_steps_per_element():
+    # Initial conditions far apart take different numbers of steps; the batch runs
+    # until the last one finishes, and each element's gradient is its own.
+    y0s = jnp.array([[0.1, 0.2], [0.5, 0.1], [0.05, 0.4]])
+    grad = jax.grad(_final_y, argnums=(0, 1))
+    batched = jax.jit(jax.vmap(grad, in_axes=(0, None, None)), static_argnums=2)(y0s, P, 16)
+    for i in range(3):
+        one = jax.jit(grad, static_argnums=2)(y0s[i], P, None)
+        np.testing.assert_allclose(batched[0][i], one[0], rtol=1e-11, atol=1e-14)
+        np.testing.assert_allclose(batched[1][i], one[1], rtol=1e-11, atol=1e-14)
+
+
+def _final_y_constant_steps(p, checkpoints):
+    # Constant steps: the discrete solution is a smooth function of p, so that finite
+    # differences of its gradient approach the Hessian-vector product.
+    sol = odejax.diffeqsolve(
+        odejax.ODETerm(lv),
+        odejax.Tsit5(),
+        0.0,
+        6.0,
+        0.05,
+        Y0,
+        p,
+        max_steps=MAX_STEPS,
+        adjoint=odejax.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
+        if checkpoints
+        else odejax.DirectAdjoint(),
+    )
+    return jnp.sum(sol.ys[-1] ** 2)
+
+
+def test_hessian_vector_product_through_three_levels():
+    # Forward-over-reverse through the whole checkpointed backward pass (checkpoints=20
+    # for 120 steps of max_steps=256: three levels, 6 + 7 + 7).
+    assert len(checkpoint_levels(MAX_STEPS, 20)) == 3
+    v = jnp.array([0.3, -0.2, 1.0, 0.5])
+
+    def grad(checkpoints):
+        return jax.grad(lambda p: _final_y_constant_steps(p, checkpoints))
+
+    def hvp(checkpoints):
+        return jax.jit(lambda p: jax.jvp(grad(checkpoints), (p,), (v,))[1])(P)
+
+    direct, rca = hvp(None), hvp(20)
+    np.testing.assert_allclose(rca, direct, rtol=1e-10, atol=1e-13)
+    g = jax.jit(grad(20))
+    eps = 1e-5
+    fd = (g(P + eps * v) - g(P - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(rca, fd, rtol=1e-6, atol=1e-6)
+
+
+# ---- memory grows with the checkpoints, not the steps --------------------------------
+
+
+def _temp_bytes(checkpoints, max_steps, n=2000):
+    def loss(y0):
+        sol = odejax.diffeqsolve(
+            odejax.ODETerm(lambda t, y, a: -a * jnp.sin(y)),
+            odejax.Tsit5(),
+            0.0,
+            1.0,
+            1.0 / max_steps,
+            y0,
+            1.0,
+            max_steps=max_steps,
+            adjoint=odejax.RecursiveCheckpointAdjoint(checkpoints=checkpoints),
+        )
+        return jnp.sum(sol.ys**2)
+
+    y0 = jnp.ones(n)
+    compiled = jax.jit(jax.grad(loss)).lower(y0).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_backward_pass_memory_is_linear_in_the_checkpoints_not_the_steps():
+    # A stored state of Tsit5 is y and f(t, y): 2 vectors of 2000 float64.
+    state = 2 * 2000 * 8
+    stored = {k: sum(checkpoint_levels(2**14, k)) for k in (40, 400)}  # 35 and 256
+    few, more = _temp_bytes(40, 2**14), _temp_bytes(400, 2**14)
+    longer = _temp_bytes(40, 2**16)
+    # The stored states plus a few for the step itself...
+    assert few < (stored[40] + 30) * state, few / state
+    assert more < (stored[400] + 30) * state, more / state
+    # ...each stored state costing its size...
+    assert more - few > 0.9 * (stored[400] - stored[40]) * state, (more - few) / state
+    # ...and not growing with the number of steps (max_steps 2**16 states would be 2 GB).
+    assert longer < (sum(checkpoint_levels(2**16, 40)) + 30) * state, longer / state
