@@ -7,6 +7,10 @@ from ._adjoints._backsolve import (
 from ._adjoints._base import AbstractAdjoint as AbstractAdjoint
 from ._adjoints._checkpoint import RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint
 from ._adjoints._direct import DirectAdjoint as DirectAdjoint, ForwardMode as ForwardMode
+from ._adjoints._interpolating import (
+    InterpolatingAdjoint as InterpolatingAdjoint,
+    QuadratureAdjoint as QuadratureAdjoint,
+)
 from ._controllers import (
     AbstractStepSizeController as AbstractStepSizeController,
     ClipStepSizeController as ClipStepSizeController,

@@ -69,20 +69,7 @@ class BacksolveAdjoint(AbstractAdjoint):
         self.kwargs = tuple(sorted(kwargs.items()))
 
     def loop(self, integrate, init_state, max_steps):
-        if not (isinstance(integrate.direction, int) and integrate.direction == 1):
-            raise NotImplementedError(
-                "BacksolveAdjoint supports forward solves only so far: t0 < t1, both "
-                "known before tracing (so it cannot differentiate with respect to t0 or "
-                "t1 either); use RecursiveCheckpointAdjoint."
-            )
-        for spec in integrate.specs:
-            if spec.steps or not spec.saves_y:
-                raise NotImplementedError(
-                    "BacksolveAdjoint supports SaveAt(t0, ts, t1) saving the state "
-                    "itself; not SaveAt(steps=True) or a custom `fn`."
-                )
-        if init_state.dense is not None:
-            raise NotImplementedError("BacksolveAdjoint does not support SaveAt(dense=True).")
+        check_supported("BacksolveAdjoint", integrate, init_state)
         return _backsolve((init_state, integrate), self, max_steps=max_steps)
 
 
@@ -99,13 +86,7 @@ def _backsolve(vjp_arg, adjoint, *, max_steps):
 
 @_backsolve.def_fwd
 def _backsolve_fwd(perturbed, vjp_arg, adjoint, *, max_steps):
-    _, integ = perturbed
-    times = [integ.t0, integ.t1] + [s.ts for s in integ.specs if s.ts is not None]
-    if any(jax.tree.leaves(times)):
-        raise ValueError(
-            "BacksolveAdjoint cannot differentiate with respect to t0, t1 or SaveAt.ts; "
-            "use RecursiveCheckpointAdjoint or DirectAdjoint for that."
-        )
+    check_unperturbed_times("BacksolveAdjoint", perturbed)
     final = _forward(vjp_arg, max_steps)
     return final, final
 
@@ -118,11 +99,66 @@ def _zero_or_none(x):
 def _backsolve_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
     del perturbed
     init_state, integ = vjp_arg
-    t0 = integ.t0
+    times, cots = saved_cotangents(final, grad_obj, integ.t0)
+    diff, nondiff = eqx.partition((integ.terms, integ.args), eqx.is_inexact_array)
 
-    # Every saved value with its time, and the final state at the final time.
+    def augmented(t, state, params):
+        y, a, _ = state
+
+        def f(y, params):
+            terms, args = eqx.combine(params, nondiff)
+            return terms.vf(t, y, args)
+
+        fy, vjp = jax.vjp(f, y, params)
+        a_y, a_p = vjp(a)
+        neg = lambda v: -v
+        return fy, jax.tree.map(neg, a_y), jax.tree.map(neg, a_p)
+
+    back = backward_solver(adjoint, integ, max_steps, ODETerm(augmented))
+
+    def segment(state, t_from, t_to, cot):
+        y, a, a_p = back(state, t_from, t_to, diff)
+        return y, jax.tree.map(jnp.add, a, cot), a_p
+
+    zeros = jax.tree.map(jnp.zeros_like, (final.y, diff))
+    _, a0, a_p = sweep(segment, (final.y, zeros[0], zeros[1]), final.t, times, cots)
+    return gradients(init_state, integ, a0, a_p, nondiff)
+
+
+def check_supported(name, integrate, init_state):
+    """Raise for what the continuous adjoints do not support (yet)."""
+    if not (isinstance(integrate.direction, int) and integrate.direction == 1):
+        raise NotImplementedError(
+            f"{name} supports forward solves only so far: t0 < t1, both "
+            "known before tracing (so it cannot differentiate with respect to t0 or "
+            "t1 either); use RecursiveCheckpointAdjoint."
+        )
+    for spec in integrate.specs:
+        if spec.steps or not spec.saves_y:
+            raise NotImplementedError(
+                f"{name} supports SaveAt(t0, ts, t1) saving the state "
+                "itself; not SaveAt(steps=True) or a custom `fn`."
+            )
+    if init_state.dense is not None:
+        raise NotImplementedError(f"{name} does not support SaveAt(dense=True).")
+
+
+def check_unperturbed_times(name, perturbed):
+    """Raise if t0, t1 or SaveAt.ts are differentiated."""
+    _, integ = perturbed
+    times = [integ.t0, integ.t1] + [s.ts for s in integ.specs if s.ts is not None]
+    if any(jax.tree.leaves(times)):
+        raise ValueError(
+            f"{name} cannot differentiate with respect to t0, t1 or SaveAt.ts; "
+            "use RecursiveCheckpointAdjoint or DirectAdjoint for that."
+        )
+
+
+def saved_cotangents(final, grad_obj, t0):
+    """`(times, cots)`: every saved value's time and cotangent, the final state's, and
+    t0 with a zero cotangent (the last segment ends there), latest first."""
     times, cots = [], []
-    for k in range(len(integ.specs)):
+    for k in range(len(final.saves)):
         save = final.saves[k]
         g = None if grad_obj is None else grad_obj.saves[k]
         times.append(save.ts)
@@ -130,8 +166,7 @@ def _backsolve_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
     times.append(final.t[None])
     g_y = None if grad_obj is None else grad_obj.y
     cots.append(jax.tree.map(lambda v: v[None], zero_cotangents(g_y, final.y)))
-    # ...and t0 with no cotangent: the last segment ends there (one backward loop to
-    # compile, inside the scan, not a second one after it).
+    # t0 last: one backward loop to compile, inside the scan, not a second one after it.
     times.append(t0[None])
     cots.append(jax.tree.map(lambda v: jnp.zeros_like(v)[None], final.y))
     times = jnp.concatenate(times)
@@ -144,31 +179,20 @@ def _backsolve_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
         lambda c: jnp.where(reached.reshape((-1,) + (1,) * (c.ndim - 1)), c, 0), cots
     )
     order = jnp.argsort(-times)
-    times = times[order]
-    cots = jax.tree.map(lambda c: c[order], cots)
+    return times[order], jax.tree.map(lambda c: c[order], cots)
 
-    diff, nondiff = eqx.partition((integ.terms, integ.args), eqx.is_inexact_array)
 
-    def augmented(t, state, params):
-        y, a, _ = state
-
-        def f(y, params):
-            terms, args = eqx.combine(params, nondiff)
-            return terms.vf(t, y, args)
-
-        fy, vjp = jax.vjp(f, y, params)
-        a_y, a_p = vjp(a)
-        neg = lambda v: -v  # noqa: E731
-        return fy, jax.tree.map(neg, a_y), jax.tree.map(neg, a_p)
-
+def backward_solver(adjoint, integ, max_steps, term, saveat=None):
+    """`back(state, t_from, t_to, args)`: the backward solve of one segment with the
+    adjoint's solver options (the forward solve's by default): its final state, or with
+    a `saveat`, its Solution."""
     kw = dict(adjoint.kwargs)
-    term = ODETerm(augmented)
     solver = kw.get("solver", integ.solver)
     controller = kw.get("stepsize_controller", integ.controller)
     dt0 = kw.get("dt0")
     seg_max_steps = kw.get("max_steps", max_steps if max_steps is not None else 4096)
 
-    def back(state, t_from, t_to):
+    def back(state, t_from, t_to, args):
         sol = diffeqsolve(
             term,
             solver,
@@ -176,24 +200,31 @@ def _backsolve_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
             t_to,
             None if dt0 is None else -jnp.abs(jnp.asarray(dt0, t_from.dtype)),
             state,
-            diff,
-            saveat=SaveAt(t1=True),
+            args,
+            saveat=SaveAt(t1=True) if saveat is None else saveat,
             stepsize_controller=controller,
             max_steps=seg_max_steps,
         )
-        return jax.tree.map(lambda v: v[-1], sol.ys)
+        return jax.tree.map(lambda v: v[-1], sol.ys) if saveat is None else sol
 
-    def segment(carry, event):
+    return back
+
+
+def sweep(segment, state, t_end, times, cots):
+    """Run `segment(state, t_from, t_to, cot)` backwards from `t_end` through every
+    (time, cotangent) pair (latest first, ending at t0); the final state."""
+
+    def step(carry, event):
         t_cur, state = carry
         t_i, c_i = event
-        y, a, a_p = back(state, t_cur, t_i)
-        a = jax.tree.map(jnp.add, a, c_i)
-        return (t_i, (y, a, a_p)), None
+        return (t_i, segment(state, t_cur, t_i, c_i)), None
 
-    zeros = jax.tree.map(jnp.zeros_like, (final.y, diff))
-    state = (final.y, zeros[0], zeros[1])
-    (_, (_, a0, a_p)), _ = jax.lax.scan(segment, (final.t, state), (times, cots))
+    return jax.lax.scan(step, (t_end, state), (times, cots))[0][1]
 
+
+def gradients(init_state, integ, a0, a_p, nondiff):
+    """The cotangents of `(init_state, integrate)` from the adjoint state at t0 and the
+    parameter integral (of the differentiable part of `(terms, args)`)."""
     g_init = jax.tree.map(_zero_or_none, init_state)
     g_init = eqx.tree_at(lambda s: s.y, g_init, a0, is_leaf=lambda v: v is None)
     g_terms, g_args = eqx.combine(a_p, jax.tree.map(_zero_or_none, nondiff))
