@@ -195,7 +195,9 @@ class Integrator(eqx.Module):
 
     def loop_fns(self, inner_while_loop):
         """`(cond, body)` of the solve loop, with `inner_while_loop` for the loop that
-        saves at `SaveAt.ts` inside a step."""
+        saves at `SaveAt.ts` inside a step. With `inner_while_loop=None` the body
+        writes nothing into the buffers and only advances their counters (to recompute
+        the states of a solve)."""
         return _loop_fns(self, inner_while_loop)
 
     def finish(self, final: State) -> State:
@@ -216,6 +218,17 @@ def _loop_fns(p: Integrator, inner_while_loop):
 
     def save_step(spec, save, interp, t_start, t_end, y1, keep, inner_while_loop):
         ts_index, index, ts_buf, ys_buf = save.ts_index, save.index, save.ts, save.ys
+        if inner_while_loop is None:
+            # Counters only: the entries of `spec.ts` up to `t_end` (sorted, and those
+            # before `ts_index` were saved by earlier steps).
+            if spec.ts is not None and spec.ts.shape[0] > 0:
+                upto = jnp.searchsorted(spec.ts, t_end, side="right").astype(ts_index.dtype)
+                new_index = jnp.where(keep, jnp.maximum(ts_index, upto), ts_index)
+                index = index + (new_index - ts_index)
+                ts_index = new_index
+            if spec.steps:
+                index = index + keep.astype(index.dtype)
+            return SaveState(ts_index, index, ts_buf, ys_buf)
         if spec.ts is not None and spec.ts.shape[0] > 0:
             ts = spec.ts
             n = ts.shape[0]
@@ -321,7 +334,9 @@ def _loop_fns(p: Integrator, inner_while_loop):
             for spec, save in zip(specs, state.saves)
         )
         dense = state.dense
-        if dense is not None:
+        if dense is not None and inner_while_loop is None:
+            dense = dataclasses.replace(dense, index=dense.index + keep.astype(jnp.int32))
+        elif dense is not None:
             i = dense.index
             dense = DenseState(
                 i + keep.astype(i.dtype),
