@@ -180,13 +180,37 @@ def _solve_with(adjoint, **kw):
         (dict(saveat=odejax.SaveAt(steps=True)), r"steps=True"),
         (dict(saveat=odejax.SaveAt(t1=True, fn=lambda t, y, a: 2 * y)), r"custom `fn`"),
         (dict(saveat=odejax.SaveAt(t1=True, dense=True)), r"dense"),
-        (dict(t0=1.0, t1=0.0), r"forward solves only"),
     ],
-    ids=["steps", "fn", "dense", "backward"],
+    ids=["steps", "fn", "dense"],
 )
 def test_unsupported_uses_raise(kw, match):
     with pytest.raises(NotImplementedError, match=match):
         _solve_with(odejax.BacksolveAdjoint(), **kw)
+
+
+def _decay_solve(y0, t0, t1, dt0, adjoint):
+    sol = odejax.diffeqsolve(
+        odejax.ODETerm(decay_vf), odejax.Tsit5(), t0, t1, dt0, y0, 1.0, adjoint=adjoint
+    )
+    return sol.ys.sum()
+
+
+@pytest.mark.parametrize(
+    "adjoint",
+    [odejax.BacksolveAdjoint(), odejax.InterpolatingAdjoint(), odejax.QuadratureAdjoint()],
+    ids=["backsolve", "interpolating", "quadrature"],
+)
+def test_backward_or_traced_time_solves_run_and_raise_only_when_differentiated(adjoint):
+    y0 = jnp.ones(1)
+    # Solving (not differentiating) works for any t0, t1: backwards, or traced by jit.
+    backward = _decay_solve(y0, 1.0, 0.0, -0.1, adjoint)
+    np.testing.assert_allclose(backward, np.exp(1.0), rtol=1e-5)
+    traced = jax.jit(lambda t1: _decay_solve(y0, 0.0, t1, 0.1, adjoint))(1.0)
+    np.testing.assert_allclose(traced, np.exp(-1.0), rtol=1e-5)
+    with pytest.raises(NotImplementedError, match=r"forward solves only.*Python numbers"):
+        jax.grad(_decay_solve)(y0, 1.0, 0.0, -0.1, adjoint)
+    with pytest.raises(NotImplementedError, match=r"forward solves only.*Python numbers"):
+        jax.jit(jax.grad(_decay_solve), static_argnums=4)(y0, 0.0, 1.0, 0.1, adjoint)
 
 
 def test_gradient_wrt_times_raises_instead_of_returning_zero():

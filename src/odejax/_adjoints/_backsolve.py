@@ -86,7 +86,7 @@ def _backsolve(vjp_arg, adjoint, *, max_steps):
 
 @_backsolve.def_fwd
 def _backsolve_fwd(perturbed, vjp_arg, adjoint, *, max_steps):
-    check_unperturbed_times("BacksolveAdjoint", perturbed)
+    check_unperturbed_times("BacksolveAdjoint", perturbed, vjp_arg[1])
     final = _forward(vjp_arg, max_steps)
     return final, final
 
@@ -127,12 +127,6 @@ def _backsolve_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
 
 def check_supported(name, integrate, init_state):
     """Raise for what the continuous adjoints do not support (yet)."""
-    if not (isinstance(integrate.direction, int) and integrate.direction == 1):
-        raise NotImplementedError(
-            f"{name} supports forward solves only so far: t0 < t1, both "
-            "known before tracing (so it cannot differentiate with respect to t0 or "
-            "t1 either); use RecursiveCheckpointAdjoint."
-        )
     for spec in integrate.specs:
         if spec.steps or not spec.saves_y:
             raise NotImplementedError(
@@ -143,8 +137,16 @@ def check_supported(name, integrate, init_state):
         raise NotImplementedError(f"{name} does not support SaveAt(dense=True).")
 
 
-def check_unperturbed_times(name, perturbed):
-    """Raise if t0, t1 or SaveAt.ts are differentiated."""
+def check_unperturbed_times(name, perturbed, integrate):
+    """Raise (when differentiating) if t0, t1 or SaveAt.ts are differentiated, or if
+    the solve is not known to run forwards."""
+    if not (isinstance(integrate.direction, int) and integrate.direction == 1):
+        raise NotImplementedError(
+            f"{name} differentiates forward solves only so far: t0 < t1, both known "
+            "before tracing (Python numbers, not jit arguments; so it cannot "
+            "differentiate with respect to t0 or t1 either); use "
+            "RecursiveCheckpointAdjoint."
+        )
     _, integ = perturbed
     times = [integ.t0, integ.t1] + [s.ts for s in integ.specs if s.ts is not None]
     if any(jax.tree.leaves(times)):

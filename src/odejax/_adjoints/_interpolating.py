@@ -109,7 +109,7 @@ def _dense_adjoint(vjp_arg, adjoint, *, max_steps):
 
 @_dense_adjoint.def_fwd
 def _dense_adjoint_fwd(perturbed, vjp_arg, adjoint, *, max_steps):
-    check_unperturbed_times(type(adjoint).__name__, perturbed)
+    check_unperturbed_times(type(adjoint).__name__, perturbed, vjp_arg[1])
     init_state, integ = vjp_arg
     dense0 = _init_dense(
         integ.solver,
