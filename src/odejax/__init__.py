@@ -20,6 +20,11 @@ from ._controllers import (
     max_norm as max_norm,
     rms_norm as rms_norm,
 )
+from ._events import (
+    Event as Event,
+    RootFinder as RootFinder,
+    steady_state_event as steady_state_event,
+)
 from ._interpolation import (
     DenseInterpolation as DenseInterpolation,
     LocalPolynomialInterpolation as LocalPolynomialInterpolation,

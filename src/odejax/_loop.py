@@ -16,6 +16,7 @@ import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 
+from ._events import EventState, event_step
 from ._misc import tree_where
 from ._solution import RESULTS
 
@@ -67,6 +68,7 @@ class State(eqx.Module):
     num_forced: jax.Array  # consecutive rejections caused by NaN/Inf or a failed step
     saves: tuple
     dense: DenseState | None
+    event: EventState | None = None
 
 
 def _buffers(num_saves, has_dense):
@@ -181,6 +183,8 @@ class Integrator(eqx.Module):
     error_order: int | None = eqx.field(static=True)
     # Whether a step may start at a discontinuity (jump_ts, or a given made_jump).
     may_jump: bool = eqx.field(static=True, default=False)
+    event: object = None  # an Event (its conditions closure-converted), or None
+    event_kwargs: object = None  # the keyword arguments of its conditions
 
     def __call__(self, init_state, outer_while_loop, inner_while_loop, max_steps):
         cond, body = self.loop_fns(inner_while_loop)
@@ -212,6 +216,7 @@ def _loop_fns(p: Integrator, inner_while_loop):
     terms, solver, controller, specs = p.terms, p.solver, p.controller, p.specs
     t0, t1, args, direction, error_order = p.t0, p.t1, p.args, p.direction, p.error_order
     may_jump = p.may_jump
+    event, event_kw = p.event, p.event_kwargs
     never_rejects = controller.never_rejects
     fevals = solver.fevals_per_step
     tol = time_tolerance(t0, t1)
@@ -326,11 +331,22 @@ def _loop_fns(p: Integrator, inner_while_loop):
             result = jnp.where(underflow & (num_forced > 0), cause, result)
         result = jnp.where(active & stuck, cause, result).astype(jnp.int32)
 
-        y = tree_where(keep, y1, state.y)
-        solver_state = tree_where(keep, solver_state, state.solver_state)
         interp = solver.interpolation(t_start, t_end, dense_info)
+        event_state = state.event
+        t_save, y_save = t_end, y1
+        if event is not None:
+            # An event in this (accepted) step ends the solve at its time, with the
+            # dense output's state there; nothing after it is saved.
+            hit, t_save, y_save, event_state = event_step(
+                event, state.event, t_start, t_end, y1, interp, direction, args, event_kw, keep
+            )
+            next_t0 = jnp.where(hit, t_save, next_t0)
+            result = jnp.where(hit, RESULTS.event_occurred, result).astype(jnp.int32)
+            event_state = _if_vmap(active, event_state, state.event)
+        y = tree_where(keep, y_save, state.y)
+        solver_state = tree_where(keep, solver_state, state.solver_state)
         saves = tuple(
-            save_step(spec, save, interp, t_start, t_end, y1, keep, inner_while_loop)
+            save_step(spec, save, interp, t_start, t_save, y_save, keep, inner_while_loop)
             for spec, save in zip(specs, state.saves)
         )
         dense = state.dense
@@ -382,6 +398,7 @@ def _loop_fns(p: Integrator, inner_while_loop):
             num_forced=num_forced,
             saves=saves,
             dense=dense,
+            event=event_state,
         )
 
     def cond(state: State):

@@ -15,6 +15,7 @@ import numpy as np
 from ._adjoints._base import AbstractAdjoint
 from ._adjoints._checkpoint import RecursiveCheckpointAdjoint
 from ._controllers import AbstractStepSizeController, ConstantStepSize, StepTo
+from ._events import Event, event_mask, init_event_state
 from ._interpolation import DenseInterpolation
 from ._loop import DenseState, Integrator, SaveSpec, SaveState, State, clip_to_end, time_tolerance
 from ._misc import concrete_or_none, is_traced, time_dtype
@@ -63,7 +64,7 @@ def diffeqsolve(
     - `stepsize_controller`: `ConstantStepSize()` (default), `StepTo`,
       `PIDController`, `ClipStepSizeController`.
     - `adjoint`: how the solve is differentiated (default `RecursiveCheckpointAdjoint()`).
-    - `event`: not supported yet (raises).
+    - `event`: an `Event`: end the solve when a condition holds or crosses zero.
     - `max_steps`: the most steps to take (a positive int), or None for no bound
       (forward solves only). Buffers for `SaveAt(steps=True)`/`dense=True` have this
       size.
@@ -103,10 +104,8 @@ def diffeqsolve(
         )
     if not isinstance(adjoint, AbstractAdjoint):
         raise TypeError(f"`adjoint` must be an odejax adjoint, got {type(adjoint).__name__}.")
-    if event is not None:
-        raise NotImplementedError(
-            "`event` is not supported yet by odejax (planned); pass event=None."
-        )
+    if event is not None and not isinstance(event, Event):
+        raise TypeError(f"`event` must be an odejax.Event(cond_fn), got {type(event).__name__}.")
     if not isinstance(progress_meter, NoProgressMeter):
         raise NotImplementedError("only progress_meter=NoProgressMeter() is supported so far.")
     if max_steps is not None and (
@@ -164,6 +163,18 @@ def diffeqsolve(
     # explicit leaves, so that every adjoint can differentiate with respect to them.
     if isinstance(terms, ODETerm):
         terms = ODETerm(eqx.filter_closure_convert(terms.vector_field, t0, y0, args))
+    event_kwargs = None
+    if event is not None:
+        event_kwargs = dict(terms=terms, solver=solver, stepsize_controller=stepsize_controller)
+        event = eqx.tree_at(
+            lambda e: e.cond_fn,
+            event,
+            jax.tree.map(
+                lambda fn: eqx.filter_closure_convert(fn, t0, y0, args, **event_kwargs),
+                event.cond_fn,
+                is_leaf=callable,
+            ),
+        )
 
     # --- internal time tau = direction * t, which increases ------------------------
     iterms = terms if isinstance(direction, int) and direction == 1 else _Directed(terms, direction)
@@ -189,6 +200,8 @@ def diffeqsolve(
         specs,
         direction,
         t0c is None or t1c is None or bool(t0c == t1c),
+        event,
+        event_kwargs,
     )
     if throw:
         solution = _raise_on_failure(solution, t_final)
@@ -214,6 +227,8 @@ def _solve(
     specs,
     direction,
     maybe_empty,
+    event,
+    event_kwargs,
 ):
     tdtype = t0.dtype
     ti0, ti1 = t0 * direction, t1 * direction
@@ -255,6 +270,7 @@ def _solve(
         num_forced=zero,
         saves=saves,
         dense=dense,
+        event=None if event is None else init_event_state(event, t0, y0, args, event_kwargs),
     )
     integrate = Integrator(
         terms,
@@ -267,6 +283,8 @@ def _solve(
         direction,
         error_order,
         may_jump=controller.may_jump or made_jump_given,
+        event=event,
+        event_kwargs=event_kwargs,
     )
     final = adjoint.loop(integrate, state, max_steps)
 
@@ -318,6 +336,7 @@ def _solve(
         solver_state=final.solver_state,
         controller_state=final.controller_state,
         made_jump=final.made_jump,
+        event_mask=None if event is None else event_mask(event, final.event),
     )
     return solution, final.t * direction
 
