@@ -7,6 +7,7 @@ from ._adjoints._backsolve import (
 from ._adjoints._base import AbstractAdjoint as AbstractAdjoint
 from ._adjoints._checkpoint import RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint
 from ._adjoints._direct import DirectAdjoint as DirectAdjoint, ForwardMode as ForwardMode
+from ._adjoints._implicit import ImplicitAdjoint as ImplicitAdjoint
 from ._adjoints._interpolating import (
     InterpolatingAdjoint as InterpolatingAdjoint,
     QuadratureAdjoint as QuadratureAdjoint,

@@ -127,6 +127,11 @@ def _backsolve_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
 
 def check_supported(name, integrate, init_state):
     """Raise for what the continuous adjoints do not support (yet)."""
+    if integrate.event is not None:
+        raise NotImplementedError(
+            f"{name} does not support events (yet): use RecursiveCheckpointAdjoint, "
+            "DirectAdjoint or ForwardMode, whose event times are differentiable."
+        )
     for spec in integrate.specs:
         if spec.steps or not spec.saves_y:
             raise NotImplementedError(
