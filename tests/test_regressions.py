@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import odejax
+from helpers import decay_vf
 
 
 def _osc(t, y, w):
@@ -284,3 +285,23 @@ def test_gradient_holds_the_adaptive_steps_fixed():
     g_adaptive = jax.grad(loss)(w, adaptive, None)
     g_fixed = jax.grad(loss)(w, steps, None)
     np.testing.assert_allclose(g_adaptive, g_fixed, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_constant_steps_of_span_over_n_take_exactly_n_steps(dtype):
+    # Step ends used to be accumulated (t + dt, N times): the rounding error left a
+    # sliver of a step before t1, so max_steps=N raised "max_steps reached at t=10".
+    # They are now t0 + k dt.
+    for t0, t1, n in [(0.0, 10.0, 1000), (0.0, 1.0, 3), (2.5, 7.3, 777), (-1.0, 1e3, 10007)]:
+        sol = odejax.diffeqsolve(
+            odejax.ODETerm(decay_vf),
+            odejax.Euler(),
+            jnp.asarray(t0, dtype),
+            jnp.asarray(t1, dtype),
+            jnp.asarray((t1 - t0) / n, dtype),
+            jnp.ones(1, dtype),
+            jnp.asarray(0.1, dtype),
+            max_steps=n,
+        )
+        assert int(sol.stats["num_steps"]) == n, (t0, t1, n)
+        assert float(sol.ts[-1]) == float(jnp.asarray(t1, dtype))

@@ -102,10 +102,21 @@ class ConstantStepSize(AbstractStepSizeController):
 
     def init(self, t0, t1, y0, dt0, args, func, f0, error_order):
         dt0 = jnp.asarray(dt0, t0.dtype)
-        return t0 + dt0, dt0
+        # Step k ends at t0 + k dt0, computed afresh (not by adding dt0 k times): the
+        # steps do not drift, so N steps of (t1 - t0) / N end on t1, not a rounding
+        # error short of it with a sliver of a step left.
+        return t0 + dt0, (t0, dt0, jnp.asarray(1, jnp.int32))
 
     def adapt_step_size(self, t0, t1, y0, y1, args, y_error, error_order, state):
-        return True, t1, t1 + state, False, state, RESULTS.successful
+        origin, dt, k = state
+        k = k + 1
+        end = origin + k.astype(dt.dtype) * dt
+        # Off the grid (a solve continued with this state from elsewhere): restart it.
+        stale = (end <= t1) | (end > t1 + 2 * dt)
+        origin = jnp.where(stale, t1, origin)
+        k = jnp.where(stale, 1, k)
+        end = jnp.where(stale, t1 + dt, end)
+        return True, t1, end, False, (origin, dt, k), RESULTS.successful
 
 
 class StepTo(AbstractStepSizeController):
