@@ -114,7 +114,7 @@ def _backsolve_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
         neg = lambda v: -v
         return fy, jax.tree.map(neg, a_y), jax.tree.map(neg, a_p)
 
-    back = backward_solver(adjoint, integ, max_steps, ODETerm(augmented))
+    back = backward_solver(adjoint, integ, init_state, max_steps, ODETerm(augmented))
 
     def segment(state, t_from, t_to, cot):
         y, a, a_p = back(state, t_from, t_to, diff)
@@ -189,14 +189,17 @@ def saved_cotangents(final, grad_obj, t0):
     return times[order], jax.tree.map(lambda c: c[order], cots)
 
 
-def backward_solver(adjoint, integ, max_steps, term, saveat=None):
+def backward_solver(adjoint, integ, init_state, max_steps, term, saveat=None):
     """`back(state, t_from, t_to, args)`: the backward solve of one segment with the
-    adjoint's solver options (the forward solve's by default): its final state, or with
-    a `saveat`, its Solution."""
+    adjoint's solver options (the forward solve's by default; `dt0` by default the
+    forward solve's first step where the controller is not adaptive): its final state,
+    or with a `saveat`, its Solution."""
     kw = dict(adjoint.kwargs)
     solver = kw.get("solver", integ.solver)
     controller = kw.get("stepsize_controller", integ.controller)
     dt0 = kw.get("dt0")
+    if dt0 is None and not controller.adaptive:
+        dt0 = jax.lax.stop_gradient(init_state.tnext - init_state.t)
     seg_max_steps = kw.get("max_steps", max_steps if max_steps is not None else 4096)
 
     def back(state, t_from, t_to, args):

@@ -157,7 +157,7 @@ def _dense_adjoint_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_step
             return jax.tree.map(neg, vjp(a)[0])
 
         back = backward_solver(
-            adjoint, integ, max_steps, ODETerm(adjoint_vf), SaveAt(t1=True, dense=True)
+            adjoint, integ, init_state, max_steps, ODETerm(adjoint_vf), SaveAt(t1=True, dense=True)
         )
 
         def segment(state, t_from, t_to, cot):
@@ -176,7 +176,7 @@ def _dense_adjoint_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_step
             a_y, a_p = vjp(a)
             return jax.tree.map(neg, a_y), jax.tree.map(neg, a_p)
 
-        back = backward_solver(adjoint, integ, max_steps, ODETerm(adjoint_vf))
+        back = backward_solver(adjoint, integ, init_state, max_steps, ODETerm(adjoint_vf))
 
         def segment(state, t_from, t_to, cot):
             a, a_p = back(state, t_from, t_to, (diff, forward))
