@@ -46,9 +46,11 @@ class Event(eqx.Module):
 
     The event time and the state there are differentiable (implicit function theorem
     through the root, `dt*/dθ = -(dg/dθ)/(dg/dt)`) with `RecursiveCheckpointAdjoint`,
-    `DirectAdjoint` and `ForwardMode`. A float condition that is exactly zero at the
-    start of a step does not trigger (so a solve restarted on a surface does not stop
-    at once). With `SaveAt(t1=True)` the solve saves the event time and state; saved
+    `DirectAdjoint` and `ForwardMode`. A bool condition that holds at `t0` ends the
+    solve there (no step taken); a float condition that is exactly zero at the start
+    of a step does not trigger (so a solve restarted on a surface does not stop at
+    once). With an event, `t1` may be infinite (`jnp.inf`): the solve runs until the
+    event (or `max_steps`); `Solution.t1` is then the event time. With `SaveAt(t1=True)` the solve saves the event time and state; saved
     times after the event are `inf`. Dense output past the event time extrapolates
     the last step.
 
@@ -91,8 +93,11 @@ def steady_state_event(rtol=None, atol=None, norm=None):
     """
 
     def cond_fn(t, y, args, *, terms, stepsize_controller, **kwargs):
-        r = rtol if rtol is not None else getattr(stepsize_controller, "rtol", None)
-        a = atol if atol is not None else getattr(stepsize_controller, "atol", None)
+        ctrl = stepsize_controller
+        while hasattr(ctrl, "controller"):  # e.g. ClipStepSizeController(PIDController)
+            ctrl = ctrl.controller
+        r = rtol if rtol is not None else getattr(ctrl, "rtol", None)
+        a = atol if atol is not None else getattr(ctrl, "atol", None)
         if r is None or a is None:
             raise ValueError(
                 "steady_state_event: give rtol and atol (the step-size controller has none)."
@@ -137,7 +142,9 @@ def init_event_state(event, t0, y0, args, kwargs):
     for fn in fns:
         v = _call(fn, t0, y0, args, kwargs)
         values.append(jnp.zeros((), t0.dtype) if v.dtype == bool else v)
-        mask.append(jnp.asarray(False))
+        # A bool condition that already holds ends the solve at t0 (as in diffrax); a
+        # float one only triggers when it crosses zero.
+        mask.append(v if v.dtype == bool else jnp.asarray(False))
     return EventState(tuple(values), tuple(mask))
 
 
@@ -217,12 +224,14 @@ def _newton_bisect(g, lo, hi, rf):
     eps = jnp.finfo(dtype).eps
     rtol = jnp.asarray(4 * eps if rf.rtol is None else rf.rtol, dtype)
     atol = jnp.asarray(4 * eps * jnp.abs(hi - lo) if rf.atol is None else rf.atol, dtype)
+    max_steps = getattr(rf, "max_steps", 64)  # e.g. optimistix.Newton has none
     g_lo = g(lo)
     neg_lo = g_lo < 0  # g(lo) < 0 <= g(hi), or the other way round
 
     def body(carry):
         i, lo, hi, t, _ = carry
         value, slope = jax.jvp(g, (t,), (jnp.ones_like(t),))
+        value, slope = value.astype(dtype), slope.astype(dtype)  # e.g. float32 y, f64 t
         # Shrink the bracket around the root.
         below = (value < 0) == neg_lo
         lo = jnp.where(below, t, lo)
@@ -235,7 +244,7 @@ def _newton_bisect(g, lo, hi, rf):
 
     def cond(carry):
         i, lo, hi, t, step = carry
-        return (i < rf.max_steps) & (step > atol + rtol * jnp.abs(t)) & (hi > lo)
+        return (i < max_steps) & (step > atol + rtol * jnp.abs(t)) & (hi > lo)
 
     t0 = 0.5 * (lo + hi)
     init = (jnp.asarray(0), lo, hi, t0, jnp.asarray(jnp.inf, dtype))

@@ -145,7 +145,12 @@ def diffeqsolve(
     t1 = jnp.asarray(t1, tdtype)
     for name, value in (("t0", t0c), ("t1", t1c), ("dt0", dt0c)):
         if value is not None and not np.isfinite(value):
-            raise ValueError(f"`{name}` must be finite, got {float(value)}.")
+            if name == "t1" and event is not None and not np.isnan(value):
+                continue  # runs until the event
+            raise ValueError(
+                f"`{name}` must be finite, got {float(value)}"
+                + (" (an infinite t1 needs an `event` to end the solve)." if name == "t1" else ".")
+            )
     if t0c is not None and t1c is not None:
         direction = 1 if t1c >= t0c else -1
         if dt0c is not None and t1c != t0c and (dt0c * (t1c - t0c) <= 0):
@@ -248,6 +253,11 @@ def _solve(
     # A first step that does not move forward (a traced dt0 of the wrong sign, or one
     # below the resolution of time at t0) ends the solve before it starts.
     result0 = jnp.where((tnext <= ti0) & (ti0 < ti1), RESULTS.dt_underflow, RESULTS.successful)
+    event0 = None if event is None else init_event_state(event, t0, y0, args, event_kwargs)
+    if event0 is not None:
+        result0 = jnp.where(
+            functools.reduce(jnp.logical_or, event0.mask), RESULTS.event_occurred, result0
+        )
     made_jump_given = made_jump is not None
     made_jump = jnp.asarray(False if made_jump is None else made_jump, bool)
     zero = jnp.asarray(0, jnp.int32)
@@ -270,7 +280,7 @@ def _solve(
         num_forced=zero,
         saves=saves,
         dense=dense,
-        event=None if event is None else init_event_state(event, t0, y0, args, event_kwargs),
+        event=event0,
     )
     integrate = Integrator(
         terms,
@@ -325,6 +335,8 @@ def _solve(
         "max_steps": max_steps,
         "num_fevals": final.num_fevals,
     }
+    if event is not None:  # the solve ends at the event time
+        t1 = jnp.where(final.result == RESULTS.event_occurred, final.t * direction, t1)
     solution = Solution(
         t0=t0,
         t1=t1,
