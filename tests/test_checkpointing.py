@@ -33,18 +33,26 @@ def test_levels_cover_max_steps_within_the_checkpoints(max_steps, checkpoints):
         sizes = checkpoint_levels(max_steps, checkpoints)
     except ValueError as e:
         assert checkpoints is not None and f"checkpoints={checkpoints}" in str(e)
-        # Too few for even the deepest plan (levels of 2): 2 * log2(max_steps) or so.
-        assert checkpoints < 2 * np.log2(max_steps) + 2
+        # Too few for even the deepest plan (levels of 2): about 2 * log2(max_steps).
+        assert checkpoints < 2 * np.log2(max_steps) + 4
         return
-    assert np.prod(sizes, dtype=object) >= max_steps
-    budget = checkpoints
-    if budget is None:
-        budget = max_steps if max_steps <= 64 else 2 * int(np.ceil(np.sqrt(max_steps)))
-    assert sum(sizes) <= max(budget, 1)
-    if checkpoints is not None and checkpoints >= max_steps:
-        assert sizes == (max_steps,)  # everything stored: nothing recomputed
-    if checkpoints is None:
+    if len(sizes) == 1:
+        assert sizes == (max_steps,)  # every state stored: nothing recomputed
+    else:
+        # Level 0 keeps s_0 states at a doubling stride: its segments are at most
+        # K_max steps, the least power of two with s_0 * K_max >= max_steps...
+        k_max = 1
+        while sizes[0] * k_max < max_steps:
+            k_max *= 2
+        # ...and the static levels below cover such a segment.
+        assert np.prod(sizes[1:], dtype=object) >= k_max
+    if checkpoints is not None:
+        assert sum(sizes) <= max(checkpoints, 1) or sizes == (max_steps,)
+        if checkpoints >= max_steps:
+            assert sizes == (max_steps,)
+    else:
         assert len(sizes) <= 2  # the default costs at most one recomputation
+        assert sum(sizes) <= max(max_steps if max_steps <= 64 else 0, 3 * np.sqrt(max_steps))
 
 
 def test_bad_checkpoints_are_rejected_before_tracing():

@@ -4,18 +4,20 @@ The backward pass is written here as plain JAX loops (no nested `custom_vjp`), s
 it can itself be differentiated in forward mode: `jax.jvp` of `jax.grad` of a loss
 through a solve (Hessian-vector products) works.
 
-Checkpointing scheme (multi-level, "r-level" checkpointing): with level sizes
-`s_0, ..., s_{r-1}` (product >= `max_steps`), the forward solve stores its state every
-`K_0 = s_1 ... s_{r-1}` steps (at most `s_0` states). The backward pass takes those
-segments in reverse; each is recomputed forward storing every `K_1` steps (at most
-`s_1` states), and so on down to the last level, which stores every step of a segment
-of `s_{r-1}` steps and backpropagates through them one by one. Memory: `s_0 + ... +
-s_{r-1}` states (plus the saved outputs); time: one forward solve, `r` recomputations
-and one backpropagation of each step, whatever the number of steps actually taken.
+Checkpointing scheme (multi-level): the forward solve keeps at most `s_0` states,
+every `K` steps, where `K` starts at 1 and doubles (every other kept state dropped)
+whenever the `s_0` slots are full, so a short solve keeps every state. The backward
+pass takes the segments between kept states in reverse; each is recomputed forward,
+storing its states every `K_1 = s_2 ... s_{r-1}` steps (at most `s_1` of them), and so
+on down to the last level, which stores every step of its segment and backpropagates
+through them one by one. Memory: `s_0 + ... + s_{r-1}` states (plus the saved outputs);
+time: one forward solve, at most `r - 1` recomputations and one backpropagation of
+each step, whatever the number of steps actually taken.
 """
 
 from __future__ import annotations
 
+import functools
 import functools as ft
 import math
 
@@ -40,13 +42,17 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
 
     **Arguments:**
 
-    - `checkpoints`: the most states to store. None chooses `max_steps` when
-      `max_steps <= 64`, and otherwise `2 * ceil(sqrt(max_steps))` (128 for the default
-      `max_steps=4096`): two levels, so the backward pass costs one extra forward solve
-      (about 3x a forward solve in all). Fewer checkpoints use more levels, each one
-      more forward recomputation: `r` levels need about `r * max_steps**(1/r)`
-      checkpoints (at least `2 * log2(max_steps)`); `checkpoints >= max_steps` stores
-      every step and recomputes nothing.
+    - `checkpoints`: the most states to store. The forward solve keeps up to `s_0`
+      states, all of them while it has taken at most `s_0` steps, and then every
+      second, fourth, ... (the stride doubles each time they fill up); the backward
+      pass recomputes the steps between two kept states (one more forward solve at
+      most, none for a solve of at most `s_0` steps), storing them at a second level
+      of size `s_1`. None chooses `max_steps` when `max_steps <= 64`, else the two
+      levels with the least memory (`s_0 + s_1 = 128` for the default
+      `max_steps=4096`): about 3x a forward solve in all. Fewer checkpoints use more
+      levels, each one more recomputation (`r` levels need about
+      `r * max_steps**(1/r)` checkpoints, at least about `2 * log2(max_steps)`);
+      `checkpoints >= max_steps` stores every step.
 
     The default adjoint of `diffeqsolve`. Reverse mode (`jax.grad`, `jax.vjp`), and
     forward-over-reverse (`jax.jvp` of `jax.grad`: Hessian-vector products). For
@@ -80,29 +86,47 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
         return integrate.finish(final)
 
 
+@functools.lru_cache(maxsize=256)
 def checkpoint_levels(max_steps: int, checkpoints: int | None) -> tuple[int, ...]:
-    """Level sizes `(s_0, ..., s_{r-1})` with `s_0 * ... * s_{r-1} >= max_steps` and
-    `s_0 + ... + s_{r-1} <= checkpoints`, with as few levels as possible."""
-    if checkpoints is None:
-        if max_steps <= _STORE_ALL_UP_TO:
-            checkpoints = max_steps
-        else:
-            checkpoints = 2 * math.isqrt(max_steps - 1) + 2
-    if checkpoints >= max_steps:
+    """Level sizes `(s_0, ..., s_{r-1})`, as few levels as fit in `checkpoints` states.
+
+    Level 0 keeps at most `s_0` states of the forward solve, every `K` steps, where `K`
+    starts at 1 and doubles (dropping every other stored state) each time the `s_0`
+    slots are full: a solve of at most `s_0` steps keeps all its states and recomputes
+    nothing. Its segments are at most `K_max` steps (the least power of two with
+    `s_0 * K_max >= max_steps`), and the static levels `s_1, ...` cover a segment
+    (`s_1 * ... >= K_max`). None: `max_steps` states up to 64 steps, else the two
+    levels with the least memory."""
+    if checkpoints is not None and checkpoints >= max_steps:
+        return (max_steps,)
+    if checkpoints is None and max_steps <= _STORE_ALL_UP_TO:
         return (max_steps,)
     levels = 2
     while True:
-        q = _root_ceil(max_steps, levels)
-        sizes = (-(-max_steps // q ** (levels - 1)),) + (q,) * (levels - 1)
-        if sum(sizes) <= checkpoints:
-            return sizes
-        if q <= 2:
+        best = None
+        step = max(1, min(checkpoints or max_steps, max_steps) // 20000)
+        for s0 in range(2, max(3, min(checkpoints or max_steps, max_steps) + 1), step):
+            sub = _root_ceil(_segment_bound(max_steps, s0), levels - 1)
+            sizes = (s0,) + (sub,) * (levels - 1)
+            if best is None or sum(sizes) < sum(best):
+                best = sizes
+        if checkpoints is None or sum(best) <= checkpoints:
+            return best
+        if best[1] <= 2:
             raise ValueError(
                 f"RecursiveCheckpointAdjoint(checkpoints={checkpoints}) is too few for "
-                f"max_steps={max_steps}: give at least {sum(sizes)} checkpoints (or fewer "
+                f"max_steps={max_steps}: give at least {sum(best)} checkpoints (or fewer "
                 "max_steps)."
             )
         levels += 1
+
+
+def _segment_bound(max_steps, s0):
+    """The longest segment between two states that level 0 keeps (see above)."""
+    k = 1
+    while s0 * k < max_steps:
+        k *= 2
+    return k
 
 
 def _root_ceil(n, r):
@@ -152,28 +176,37 @@ def _checkpointed_fwd(perturbed, vjp_arg, *, sizes, max_steps):
     del perturbed
     integrate, init_state = vjp_arg
     cond, body = integrate.loop_fns(lax_while_loop)
-    stride, size = _strides(sizes)[0], sizes[0]
+    size = sizes[0]
     small0, _ = split_buffers(init_state)
 
+    def thin(stored, count, stride):
+        # Keep every other stored state (rows 0, 2, 4, ...) and double the stride.
+        kept = jax.tree.map(lambda b: b[0 : 2 * size : 2], stored)
+        stored = jax.tree.map(lambda b, k: b.at[: k.shape[0]].set(k), stored, kept)
+        return stored, (count + 1) // 2, 2 * stride
+
     def loop_cond(carry):
-        i, state, _ = carry
+        i, state, *_ = carry
         return (i < max_steps) & eqxi.unvmap_any(cond(state))
 
     def loop_body(carry):
-        i, state, stored = carry
-        row = jnp.where(i % stride == 0, i // stride, size)
-        stored = _store(stored, row, split_buffers(state)[0])
-        return i + 1, body(state), stored
+        i, state, stored, count, stride = carry
+        full = (i % stride == 0) & (count == size)
+        stored, count, stride = jax.lax.cond(full, thin, lambda *a: a, stored, count, stride)
+        store = i % stride == 0
+        stored = _store(stored, jnp.where(store, count, size), split_buffers(state)[0])
+        return i + 1, body(state), stored, count + store.astype(count.dtype), stride
 
-    init = (jnp.asarray(0, jnp.int32), init_state, _stack(small0, size))
-    num, final, stored = jax.lax.while_loop(loop_cond, loop_body, init)
-    return final, (num, stored)
+    zero = jnp.asarray(0, jnp.int32)
+    init = (zero, init_state, _stack(small0, size), zero, zero + 1)
+    num, final, stored, _, stride = jax.lax.while_loop(loop_cond, loop_body, init)
+    return final, (num, stored, stride)
 
 
 @_checkpointed.def_bwd
 def _checkpointed_bwd(residuals, grad_obj, perturbed, vjp_arg, *, sizes, max_steps):
     del perturbed, max_steps
-    num, stored = residuals
+    num, stored, stride = residuals
     integrate, init_state = vjp_arg
     # The buffers' values never matter below (the loop only writes into them): those of
     # the initial state stand in for them, with the right shapes.
@@ -199,16 +232,17 @@ def _checkpointed_bwd(residuals, grad_obj, perturbed, vjp_arg, *, sizes, max_ste
         d_p, d_small, d_bufs = vjp_fn((ct_small, ct_bufs))
         return eqx.filter(d_small, eqx.is_inexact_array), _add(ct_p, d_p), d_bufs
 
-    cts = _backward(0, sizes, stored, num, advance, step_vjp, (ct_small, ct_p, ct_bufs))
+    cts = _backward(0, sizes, stored, num, advance, step_vjp, (ct_small, ct_p, ct_bufs), stride)
     ct_small, ct_p, ct_bufs = cts
     return ct_p, join_buffers(ct_small, ct_bufs)
 
 
-def _backward(level, sizes, stored, count, advance, step_vjp, cts):
-    """Backpropagate through `count` steps, given the states stored every
-    `stride(level)` steps from their start."""
-    stride = _strides(sizes)[level]
-    if stride == 1:
+def _backward(level, sizes, stored, count, advance, step_vjp, cts, stride=None):
+    """Backpropagate through `count` steps, given the states stored every `stride`
+    steps from their start (`stride(level)` but at level 0, whose stride is dynamic)."""
+    if stride is None:
+        stride = _strides(sizes)[level]
+    if level == len(sizes) - 1:
 
         def body(carry):
             j, cts = carry
@@ -228,7 +262,8 @@ def _backward(level, sizes, stored, count, advance, step_vjp, cts):
 
 
 def _recompute(level, sizes, start, count, advance):
-    """Run `count` steps from `start`, storing the state every `stride(level)` steps."""
+    """The states at steps `0, stride(level), 2 stride(level), ...` before `count`,
+    recomputed from `start` (the state at step 0); no step beyond the last needed."""
     stride, size = _strides(sizes)[level], sizes[level]
 
     def body(carry):
@@ -237,8 +272,10 @@ def _recompute(level, sizes, start, count, advance):
         stored = _store(stored, row, small)
         return j + 1, advance(small), stored
 
+    last = (count - 1) // stride * stride
     init = (jnp.zeros_like(count), start, _stack(start, size))
-    return jax.lax.while_loop(lambda c: c[0] < count, body, init)[2]
+    j, small, stored = jax.lax.while_loop(lambda c: c[0] < last, body, init)
+    return _store(stored, j // stride, small)
 
 
 # ---- the loop inside a step that writes saved values (SaveAt.ts) -------------------
