@@ -180,9 +180,12 @@ def _checkpointed_fwd(perturbed, vjp_arg, *, sizes, max_steps):
     small0, _ = split_buffers(init_state)
 
     def thin(stored, count, stride):
-        # Keep every other stored state (rows 0, 2, 4, ...) and double the stride.
-        kept = jax.tree.map(lambda b: b[0 : 2 * size : 2], stored)
-        stored = jax.tree.map(lambda b, k: b.at[: k.shape[0]].set(k), stored, kept)
+        # Keep every other stored state (row j <- row 2j, in place: j < 2j) and double
+        # the stride.
+        def move(j, stored):
+            return _store(stored, j, _row(stored, 2 * j))
+
+        stored = jax.lax.fori_loop(1, (size + 1) // 2, move, stored)
         return stored, (count + 1) // 2, 2 * stride
 
     def loop_cond(carry):
@@ -191,8 +194,9 @@ def _checkpointed_fwd(perturbed, vjp_arg, *, sizes, max_steps):
 
     def loop_body(carry):
         i, state, stored, count, stride = carry
-        full = (i % stride == 0) & (count == size)
-        stored, count, stride = jax.lax.cond(full, thin, lambda *a: a, stored, count, stride)
+        if len(sizes) > 1:  # (one level stores every step: never full)
+            full = (i % stride == 0) & (count == size)
+            stored, count, stride = jax.lax.cond(full, thin, lambda *a: a, stored, count, stride)
         store = i % stride == 0
         stored = _store(stored, jnp.where(store, count, size), split_buffers(state)[0])
         return i + 1, body(state), stored, count + store.astype(count.dtype), stride
