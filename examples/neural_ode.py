@@ -8,7 +8,8 @@ prediction is saved to examples/neural_ode.png.
 
 How the solve is differentiated is one line: ADJOINT below (or `--adjoint backsolve`).
 
-Run: python examples/neural_ode.py [--adjoint checkpoint|backsolve] [--steps N]
+Run: python examples/neural_ode.py [--adjoint checkpoint|backsolve|interpolating|quadrature]
+[--steps N]
 (needs `pip install .[examples]` for optax and the plot)
 """
 
@@ -76,13 +77,16 @@ def predict(field, adjoint):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--adjoint", choices=["checkpoint", "backsolve"], default=None)
+    choices = ["checkpoint", "backsolve", "interpolating", "quadrature"]
+    parser.add_argument("--adjoint", choices=choices, default=None)
     parser.add_argument("--steps", type=int, default=1500)
     args = parser.parse_args()
     adjoint = {
         None: ADJOINT,
         "checkpoint": odejax.RecursiveCheckpointAdjoint(),
         "backsolve": odejax.BacksolveAdjoint(),
+        "interpolating": odejax.InterpolatingAdjoint(),
+        "quadrature": odejax.QuadratureAdjoint(),
     }[args.adjoint]
 
     data = true_data()

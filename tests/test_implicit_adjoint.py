@@ -119,3 +119,25 @@ def test_misuse_raises():
 def test_continuous_adjoints_refuse_events(adjoint):
     with pytest.raises(NotImplementedError, match="does not support events"):
         jax.grad(lambda k: _steady((A, k), Y0, adjoint)[0])(K)
+
+
+def test_steady_state_event_class_is_the_event_of_the_condition():
+    def solve(event):
+        return odejax.diffeqsolve(
+            odejax.ODETerm(linear),
+            odejax.Tsit5(),
+            0.0,
+            jnp.inf,
+            0.1,
+            Y0,
+            (A, K),
+            stepsize_controller=odejax.PIDController(rtol=1e-8, atol=1e-8),
+            event=event,
+            adjoint=odejax.ImplicitAdjoint(),
+        )
+
+    a = solve(odejax.SteadyStateEvent())
+    b = solve(odejax.Event(odejax.steady_state_event()))
+    assert int(a.result) == int(odejax.RESULTS.event_occurred)
+    np.testing.assert_array_equal(a.ts, b.ts)
+    np.testing.assert_allclose(a.ys[-1], A / K, rtol=1e-6)

@@ -24,6 +24,7 @@ from ._controllers import (
 from ._events import (
     Event as Event,
     RootFinder as RootFinder,
+    SteadyStateEvent as SteadyStateEvent,
     steady_state_event as steady_state_event,
 )
 from ._interpolation import (

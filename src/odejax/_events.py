@@ -108,6 +108,16 @@ def steady_state_event(rtol=None, atol=None, norm=None):
     return cond_fn
 
 
+class SteadyStateEvent(Event):
+    """`Event(steady_state_event(rtol, atol, norm))`: end the solve once it has reached
+    a steady state (see `steady_state_event`)."""
+
+    def __init__(self, rtol=None, atol=None, norm=None):
+        self.cond_fn = steady_state_event(rtol, atol, norm)
+        self.root_finder = None
+        self.direction = None
+
+
 # ---- inside the loop ------------------------------------------------------------------
 
 
