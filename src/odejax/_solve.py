@@ -319,15 +319,7 @@ def _solve(
         ts, ys = jax.tree.unflatten(treedef, ts), jax.tree.unflatten(treedef, ys)
     interpolation = None
     if final.dense is not None:
-        d = final.dense
-        interpolation = DenseInterpolation(
-            _strip(d.ts),
-            _strip(d.y0s),
-            _strip(d.coeffs),
-            d.index,
-            jnp.asarray(direction, tdtype),
-            y0,
-        )
+        interpolation = dense_interpolation(final.dense, jnp.asarray(direction, tdtype), y0)
     stats = {
         "num_steps": final.num_steps,
         "num_accepted_steps": final.num_accepted_steps,
@@ -398,6 +390,13 @@ def _fill_empty_interval(spec, tb, yb, t0, ti0, ti1, y0, args):
         return jnp.where(mask, jnp.broadcast_to(v, buf.shape), buf)
 
     return fill(tb, t0), jax.tree.map(lambda b, v: fill(b, v), yb, val)
+
+
+def dense_interpolation(dense: DenseState, direction, y0) -> DenseInterpolation:
+    """The dense output of a solve from the loop's dense buffers."""
+    return DenseInterpolation(
+        _strip(dense.ts), _strip(dense.y0s), _strip(dense.coeffs), dense.index, direction, y0
+    )
 
 
 def _strip(tree):

@@ -15,6 +15,15 @@ from ._base import AbstractAdjoint, lax_loops, zero_cotangents
 _KWARGS = ("solver", "stepsize_controller", "dt0", "max_steps")
 
 
+def backward_kwargs(name, kwargs):
+    """The backward solve's options of a continuous adjoint, checked, as a sorted tuple
+    of (name, value) pairs (hashable when the values are)."""
+    unknown = sorted(set(kwargs) - set(_KWARGS))
+    if unknown:
+        raise ValueError(f"{name}: unknown keyword(s) {unknown}; it takes {list(_KWARGS)}.")
+    return tuple(sorted(kwargs.items()))
+
+
 def adjoint_rms_seminorm(x):
     """The RMS norm of the state and adjoint parts `(y, a_y)` of a backsolve's
     augmented state `(y, a_y, a_params)`, ignoring the parameter part: the
@@ -61,12 +70,7 @@ class BacksolveAdjoint(AbstractAdjoint):
     kwargs: tuple  # sorted (name, value) pairs: hashable when the values are
 
     def __init__(self, **kwargs):
-        unknown = sorted(set(kwargs) - set(_KWARGS))
-        if unknown:
-            raise ValueError(
-                f"BacksolveAdjoint: unknown keyword(s) {unknown}; it takes {list(_KWARGS)}."
-            )
-        self.kwargs = tuple(sorted(kwargs.items()))
+        self.kwargs = backward_kwargs("BacksolveAdjoint", kwargs)
 
     def loop(self, integrate, init_state, max_steps):
         check_supported("BacksolveAdjoint", integrate, init_state)

@@ -10,13 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._interpolation import DenseInterpolation
 from .._saveat import SaveAt
-from .._solve import _init_dense, _strip
+from .._solve import _init_dense, dense_interpolation
 from .._terms import ODETerm
 from ._backsolve import (
-    _KWARGS,
     _forward,
+    backward_kwargs,
     backward_solver,
     check_supported,
     check_unperturbed_times,
@@ -36,12 +35,7 @@ class _DenseAdjoint(AbstractAdjoint):
     kwargs: tuple  # sorted (name, value) pairs: hashable when the values are
 
     def __init__(self, **kwargs):
-        unknown = sorted(set(kwargs) - set(_KWARGS))
-        if unknown:
-            raise ValueError(
-                f"{type(self).__name__}: unknown keyword(s) {unknown}; it takes {list(_KWARGS)}."
-            )
-        self.kwargs = tuple(sorted(kwargs.items()))
+        self.kwargs = backward_kwargs(type(self).__name__, kwargs)
 
     def loop(self, integrate, init_state, max_steps):
         name = type(self).__name__
@@ -130,15 +124,7 @@ def _dense_adjoint_fwd(perturbed, vjp_arg, adjoint, *, max_steps):
 def _dense_adjoint_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_steps):
     del perturbed
     init_state, integ = vjp_arg
-    d = final.dense
-    forward = DenseInterpolation(
-        _strip(d.ts),
-        _strip(d.y0s),
-        _strip(d.coeffs),
-        d.index,
-        jnp.asarray(1, integ.t0.dtype),
-        init_state.y,
-    )
+    forward = dense_interpolation(final.dense, jnp.asarray(1, integ.t0.dtype), init_state.y)
     times, cots = saved_cotangents(final, grad_obj, integ.t0)
     diff, nondiff = eqx.partition((integ.terms, integ.args), eqx.is_inexact_array)
 
