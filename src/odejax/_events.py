@@ -186,7 +186,13 @@ def event_step(event, state, t_start, t_end, y1, interp, direction, args, kwargs
         def g(tau, fn=fn):
             return _call(fn, tau * direction, interp.evaluate(tau), args, kwargs)
 
-        t_root = jax.lax.cond(jnp.any(hit), lambda: _root(g, t_start, t_end, rf), lambda: t_end)
+        # (g(t_start) is v0: the dense output starts at the step's initial state.)
+        t_root = jax.lax.cond(
+            jnp.any(hit),
+            lambda neg, g=g: _root(g, t_start, t_end, neg, rf),
+            lambda neg: t_end,
+            v0 < 0,
+        )
         times.append(jnp.where(hit, t_root, t_end))
         crossed.append(hit)
         values.append(jnp.where(keep, v1, v0).astype(v0.dtype))
@@ -203,40 +209,38 @@ def event_step(event, state, t_start, t_end, y1, interp, direction, args, kwargs
     return any_hit, t_event, y_event, EventState(tuple(values), mask)
 
 
-def _root(g, lo, hi, rf):
-    """The zero of `g` in `[lo, hi]`, where `g(lo)` and `g(hi)` differ in sign (or
-    `g(hi) == 0`); differentiable by the implicit function theorem."""
+def _root(g, lo, hi, neg_lo, rf):
+    """The zero of `g` in `[lo, hi]`, where `g(lo)` (negative iff `neg_lo`) and `g(hi)`
+    differ in sign (or `g(hi) == 0`); differentiable by the implicit function theorem."""
     g = eqx.filter_closure_convert(g, lo)
-    return _root_ift(g, lo, hi, rf)
+    return _root_ift(g, lo, hi, neg_lo, rf)
 
 
 @eqx.filter_custom_jvp
-def _root_ift(g, lo, hi, rf):
-    return _newton_bisect(g, lo, hi, rf)
+def _root_ift(g, lo, hi, neg_lo, rf):
+    return _newton_bisect(g, lo, hi, neg_lo, rf)
 
 
 @_root_ift.def_jvp
 def _root_ift_jvp(primals, tangents):
-    g, lo, hi, rf = primals
+    g, lo, hi, neg_lo, rf = primals
     t_g = tangents[0]
-    t = _root_ift(g, lo, hi, rf)
-    # g(t*(θ), θ) = 0  =>  dt* = -(dg/dθ · dθ) / (dg/dt).
-    dg_dt = jax.jvp(g, (t,), (jnp.ones_like(t),))[1]
+    t = _root_ift(g, lo, hi, neg_lo, rf)
     if t_g is None:
         return t, jnp.zeros_like(t)
+    # g(t*(θ), θ) = 0  =>  dt* = -(dg/dθ · dθ) / (dg/dt).
+    dg_dt = jax.jvp(g, (t,), (jnp.ones_like(t),))[1]
     dg_dtheta = eqx.filter_jvp(lambda g: g(t), (g,), (t_g,))[1]
     safe = jnp.where(dg_dt == 0, 1, dg_dt)
     return t, jnp.where(dg_dt == 0, 0, -dg_dtheta / safe).astype(t.dtype)
 
 
-def _newton_bisect(g, lo, hi, rf):
+def _newton_bisect(g, lo, hi, neg_lo, rf):
     dtype = lo.dtype
     eps = jnp.finfo(dtype).eps
     rtol = jnp.asarray(4 * eps if rf.rtol is None else rf.rtol, dtype)
     atol = jnp.asarray(4 * eps * jnp.abs(hi - lo) if rf.atol is None else rf.atol, dtype)
     max_steps = getattr(rf, "max_steps", 64)  # e.g. optimistix.Newton has none
-    g_lo = g(lo)
-    neg_lo = g_lo < 0  # g(lo) < 0 <= g(hi), or the other way round
 
     def body(carry):
         i, lo, hi, t, _ = carry

@@ -71,29 +71,22 @@ class State(eqx.Module):
     event: EventState | None = None
 
 
-def _buffers(num_saves, has_dense):
-    """The buffers of the loop state (the arrays the loop only writes into). The
-    structure is passed statically: `state` may be a tree of placeholders here."""
-
-    def buffers(state: State):
-        bufs = [(state.saves[k].ts, state.saves[k].ys) for k in range(num_saves)]
-        if has_dense:
-            bufs.append((state.dense.ts, state.dense.y0s, state.dense.coeffs))
-        return bufs
-
-    return buffers
+def _buffers(state: State):
+    """The buffers of the loop state: the arrays the loop only writes into (saved values
+    and dense output). (`state` may be a tree of placeholders here.)"""
+    bufs = tuple((s.ts, s.ys) for s in state.saves)
+    if state.dense is not None:
+        bufs = bufs + ((state.dense.ts, state.dense.y0s, state.dense.coeffs),)
+    return bufs
 
 
 def split_buffers(state: State):
-    """`(small, buffers)`: the loop state without its buffers (the arrays the loop only
-    writes into: saved values and dense output), and the buffers."""
+    """`(small, buffers)`: the loop state without its buffers, and the buffers."""
     saves = tuple(SaveState(s.ts_index, s.index, None, None) for s in state.saves)
-    bufs = tuple((s.ts, s.ys) for s in state.saves)
     dense = state.dense
     if dense is not None:
-        bufs = bufs + ((dense.ts, dense.y0s, dense.coeffs),)
         dense = DenseState(dense.index, None, None, None)
-    return dataclasses.replace(state, saves=saves, dense=dense), bufs
+    return dataclasses.replace(state, saves=saves, dense=dense), _buffers(state)
 
 
 def join_buffers(small: State, bufs) -> State:
@@ -193,7 +186,7 @@ class Integrator(eqx.Module):
             body,
             init_state,
             max_steps=max_steps,
-            buffers=_buffers(len(self.specs), init_state.dense is not None),
+            buffers=_buffers,
         )
         return self.finish(final)
 

@@ -241,9 +241,13 @@ def gradients(init_state, integ, a0, a_p, nondiff):
     parameter integral (of the differentiable part of `(terms, args)`)."""
     g_init = jax.tree.map(_zero_or_none, init_state)
     g_init = eqx.tree_at(lambda s: s.y, g_init, a0, is_leaf=lambda v: v is None)
-    g_terms, g_args = eqx.combine(a_p, jax.tree.map(_zero_or_none, nondiff))
-    g_integ = jax.tree.map(_zero_or_none, integ)
-    g_integ = eqx.tree_at(
-        lambda i: (i.terms, i.args), g_integ, (g_terms, g_args), is_leaf=lambda v: v is None
+    return g_init, integrator_cotangent(integ, a_p)
+
+
+def integrator_cotangent(integ, g_params):
+    """The cotangent of an `Integrator` whose only non-zero part is `g_params`, that of
+    the differentiable part of `(terms, args)` (None leaves elsewhere)."""
+    g_integ = jax.tree.map(lambda _: None, integ)
+    return eqx.tree_at(
+        lambda i: (i.terms, i.args), g_integ, tuple(g_params), is_leaf=lambda v: v is None
     )
-    return g_init, g_integ

@@ -17,7 +17,6 @@ each step, whatever the number of steps actually taken.
 
 from __future__ import annotations
 
-import functools
 import functools as ft
 import math
 
@@ -86,7 +85,7 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
         return integrate.finish(final)
 
 
-@functools.lru_cache(maxsize=256)
+@ft.lru_cache(maxsize=256)
 def checkpoint_levels(max_steps: int, checkpoints: int | None) -> tuple[int, ...]:
     """Level sizes `(s_0, ..., s_{r-1})`, as few levels as fit in `checkpoints` states.
 

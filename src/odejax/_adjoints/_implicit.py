@@ -10,7 +10,8 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from .._solution import RESULTS
-from ._base import AbstractAdjoint, lax_loops
+from ._backsolve import integrator_cotangent
+from ._base import AbstractAdjoint, lax_loops, zero_cotangents
 
 
 class ImplicitAdjoint(AbstractAdjoint):
@@ -80,22 +81,10 @@ def _steady_state_bwd(residuals, grad_obj, perturbed, vjp_arg, t, result):
         return ravel_pytree(terms.vf(t, unravel(flat_y), args))[0]
 
     jac = jax.jacfwd(f)(flat_y, diff)
-    ct = ravel_pytree(
-        jax.tree.map(
-            lambda g, v: jnp.zeros_like(v) if g is None else g,
-            grad_obj,
-            y,
-            is_leaf=lambda v: v is None,
-        )
-    )[0]
+    ct = ravel_pytree(zero_cotangents(grad_obj, y))[0]
     lam = jnp.linalg.solve(jac.T, ct)
     # Only a solve that ended at the steady state has this gradient.
     lam = jnp.where(result == RESULTS.event_occurred, lam, jnp.nan)
     _, vjp = jax.vjp(lambda d: f(flat_y, d), diff)
     (g_diff,) = vjp(-lam)
-    g_terms, g_args = g_diff
-    g_integ = jax.tree.map(lambda x: None, integrate)
-    g_integ = eqx.tree_at(
-        lambda i: (i.terms, i.args), g_integ, (g_terms, g_args), is_leaf=lambda v: v is None
-    )
-    return jax.tree.map(lambda x: None, y), g_integ
+    return jax.tree.map(lambda _: None, y), integrator_cotangent(integrate, g_diff)

@@ -152,7 +152,6 @@ def _dense_adjoint_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_step
             a = jax.tree.map(lambda v, c: v[-1] + c, sol.ys, cot)
             return a, jax.tree.map(jnp.add, a_p, _quadrature(f, diff, forward, sol))
 
-        a0, a_p = sweep(segment, (zero_a, zero_p), final.t, times, cots)
     else:
 
         def adjoint_vf(t, state, params_fwd):
@@ -168,7 +167,7 @@ def _dense_adjoint_bwd(final, grad_obj, perturbed, vjp_arg, adjoint, *, max_step
             a, a_p = back(state, t_from, t_to, (diff, forward))
             return jax.tree.map(jnp.add, a, cot), a_p
 
-        a0, a_p = sweep(segment, (zero_a, zero_p), final.t, times, cots)
+    a0, a_p = sweep(segment, (zero_a, zero_p), final.t, times, cots)
     return gradients(init_state, integ, a0, a_p, nondiff)
 
 
