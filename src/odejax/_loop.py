@@ -71,10 +71,11 @@ class State(eqx.Module):
     event: EventState | None = None
 
 
-def _buffers(state: State):
+def _buffers(state: State, num_saves: int):
     """The buffers of the loop state: the arrays the loop only writes into (saved values
-    and dense output). (`state` may be a tree of placeholders here.)"""
-    bufs = tuple((s.ts, s.ys) for s in state.saves)
+    and dense output). (`state` may be a tree of placeholders, in which an empty
+    `saves` is a leaf: hence `num_saves`, static.)"""
+    bufs = tuple((state.saves[k].ts, state.saves[k].ys) for k in range(num_saves))
     if state.dense is not None:
         bufs = bufs + ((state.dense.ts, state.dense.y0s, state.dense.coeffs),)
     return bufs
@@ -86,7 +87,7 @@ def split_buffers(state: State):
     dense = state.dense
     if dense is not None:
         dense = DenseState(dense.index, None, None, None)
-    return dataclasses.replace(state, saves=saves, dense=dense), _buffers(state)
+    return dataclasses.replace(state, saves=saves, dense=dense), _buffers(state, len(saves))
 
 
 def join_buffers(small: State, bufs) -> State:
@@ -186,7 +187,7 @@ class Integrator(eqx.Module):
             body,
             init_state,
             max_steps=max_steps,
-            buffers=_buffers,
+            buffers=lambda state: _buffers(state, len(self.specs)),
         )
         return self.finish(final)
 
