@@ -71,3 +71,13 @@ def decay_vf(t, y, args):
 def pid(tol):
     # Tolerances as arrays: they are traced, so one compile serves every tolerance.
     return odejax.PIDController(rtol=jnp.asarray(tol), atol=jnp.asarray(tol))
+
+
+# Lotka-Volterra with the parameters of the benchmarks and the SciPy-bridge issue.
+LV_P = jnp.array([2 / 3, -4 / 3, -1.0, 1.0], jnp.float64)
+LV_Y0 = jnp.array([0.1, 0.2], jnp.float64)
+
+
+def lv_vf(t, y, p):
+    x, z = y[0], y[1]
+    return jnp.stack([p[0] * x + p[1] * x * z, p[2] * z + p[3] * x * z])

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import odejax
-from helpers import decay_vf, rel_error
+from helpers import LV_P, LV_Y0, decay_vf, lv_vf, rel_error
 
 F64 = jnp.float64
 TSIT5 = odejax.Tsit5()
@@ -61,17 +61,10 @@ def assert_rel_close(actual, desired, tol):
 
 # --- Lotka-Volterra: gradient w.r.t. (y0, p) ----------------------------------------
 
-LV_P = jnp.asarray([2 / 3, -4 / 3, -1.0, 1.0], F64)
-LV_Y0 = jnp.asarray([0.1, 0.2], F64)
 LV_T1 = 5.0
 LV_TS = jnp.linspace(0.0, LV_T1, 26, dtype=F64)
 LV_TOL = 1e-8
 LV_EPS = 1e-6
-
-
-def lv_vf(t, y, p):
-    x, z = y[0], y[1]
-    return jnp.stack([p[0] * x + p[1] * x * z, p[2] * z + p[3] * x * z])
 
 
 def lv_loss(y0, p, adjoint, solver):

@@ -11,21 +11,15 @@ import numpy as np
 import pytest
 
 import odejax
-from helpers import decay_vf
+from helpers import LV_P, LV_Y0, decay_vf, lv_vf
 
-P = jnp.array([2 / 3, -4 / 3, -1.0, 1.0])
-Y0 = jnp.array([0.1, 0.2])
+P, Y0 = LV_P, LV_Y0
 TS = jnp.arange(0.0, 20.0, 0.1)[:-1]  # 0.0 .. 19.9
-
-
-def lv(t, y, p):
-    x, z = y[0], y[1]
-    return jnp.stack([p[0] * x + p[1] * x * z, p[2] * z + p[3] * x * z])
 
 
 def lv_loss(y0, p, adjoint, solver=odejax.Tsit5()):
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(lv),
+        odejax.ODETerm(lv_vf),
         solver,
         0.0,
         19.9,

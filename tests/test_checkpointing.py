@@ -10,17 +10,12 @@ import numpy as np
 import pytest
 
 import odejax
+from helpers import LV_P, LV_Y0, lv_vf
 from odejax._adjoints._checkpoint import checkpoint_levels
 
-P = jnp.array([2 / 3, -4 / 3, -1.0, 1.0])
-Y0 = jnp.array([0.1, 0.2])
+P, Y0 = LV_P, LV_Y0
 TS = jnp.linspace(0.0, 6.0, 13)
 MAX_STEPS = 256
-
-
-def lv(t, y, p):
-    x, z = y[0], y[1]
-    return jnp.stack([p[0] * x + p[1] * x * z, p[2] * z + p[3] * x * z])
 
 
 # ---- the plan ------------------------------------------------------------------------
@@ -60,7 +55,7 @@ def test_bad_checkpoints_are_rejected_before_tracing():
         odejax.RecursiveCheckpointAdjoint(checkpoints=0)
     with pytest.raises(ValueError, match="too few"):
         odejax.diffeqsolve(
-            odejax.ODETerm(lv),
+            odejax.ODETerm(lv_vf),
             odejax.Tsit5(),
             0.0,
             1.0,
@@ -75,23 +70,36 @@ def test_bad_checkpoints_are_rejected_before_tracing():
 # ---- one exact gradient, whatever the checkpoints ------------------------------------
 
 
-def _loss(y0, p, adjoint):
-    """Every kind of output at once: saved times, every step, dense output off-grid."""
-    sol = odejax.diffeqsolve(
-        odejax.ODETerm(lv),
+PID = odejax.PIDController(rtol=1e-6, atol=1e-6)
+
+
+def _solve(y0, p, adjoint, controller=PID, saveat=None):
+    return odejax.diffeqsolve(
+        odejax.ODETerm(lv_vf),
         odejax.Tsit5(),
         0.0,
         6.0,
         0.05,
         y0,
         p,
-        saveat=odejax.SaveAt(
-            subs=[odejax.SubSaveAt(ts=TS), odejax.SubSaveAt(steps=True)], dense=True
-        ),
-        stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-6),
+        saveat=saveat or odejax.SaveAt(t1=True),
+        stepsize_controller=controller,
         max_steps=MAX_STEPS,
         adjoint=adjoint,
     )
+
+
+def _adjoint(checkpoints):
+    """RecursiveCheckpointAdjoint(checkpoints), or DirectAdjoint (the reference) for 0."""
+    if checkpoints == 0:
+        return odejax.DirectAdjoint()
+    return odejax.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
+
+
+def _loss(y0, p, adjoint):
+    """Every kind of output at once: saved times, every step, dense output off-grid."""
+    subs = [odejax.SubSaveAt(ts=TS), odejax.SubSaveAt(steps=True)]
+    sol = _solve(y0, p, adjoint, saveat=odejax.SaveAt(subs=subs, dense=True))
     at_ts, at_steps = sol.ys
     steps = jnp.where(jnp.isfinite(at_steps), at_steps, 0.0)
     off_grid = sol.evaluate(jnp.asarray(2.345)) + sol.derivative(jnp.asarray(4.321))
@@ -100,7 +108,7 @@ def _loss(y0, p, adjoint):
 
 _grad = jax.jit(jax.grad(_loss, argnums=(0, 1)), static_argnums=2)
 
-# None: two levels (16 + 18 states); 16: four levels of 4; MAX_STEPS: every state.
+# None: two levels (16 + 16 states); 16: four levels of 4; MAX_STEPS: every state.
 CHECKPOINTS = [None, 16, MAX_STEPS]
 
 
@@ -115,38 +123,11 @@ def test_gradient_equals_direct_adjoint_to_rounding(checkpoints):
     got = np.concatenate(_grad(Y0, P, adjoint))
     np.testing.assert_allclose(got, _direct(), rtol=1e-11, atol=1e-13)
     # The solve takes enough steps that every level is used.
-    sol_steps = int(
-        odejax.diffeqsolve(
-            odejax.ODETerm(lv),
-            odejax.Tsit5(),
-            0.0,
-            6.0,
-            0.05,
-            Y0,
-            P,
-            stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-6),
-            max_steps=MAX_STEPS,
-        ).stats["num_steps"]
-    )
-    assert sol_steps > 16
+    assert int(_solve(Y0, P, adjoint).stats["num_steps"]) > 16
 
 
 def _final_y(y0, p, checkpoints):
-    sol = odejax.diffeqsolve(
-        odejax.ODETerm(lv),
-        odejax.Tsit5(),
-        0.0,
-        6.0,
-        0.05,
-        y0,
-        p,
-        stepsize_controller=odejax.PIDController(rtol=1e-6, atol=1e-6),
-        max_steps=MAX_STEPS,
-        adjoint=odejax.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
-        if checkpoints
-        else odejax.DirectAdjoint(),
-    )
-    return jnp.sum(sol.ys[-1] ** 2)
+    return jnp.sum(_solve(y0, p, _adjoint(checkpoints)).ys[-1] ** 2)
 
 
 def test_gradient_matches_finite_differences():
@@ -168,7 +149,7 @@ def test_vmap_of_grad_with_different_steps_per_element():
     grad = jax.grad(_final_y, argnums=(0, 1))
     batched = jax.jit(jax.vmap(grad, in_axes=(0, None, None)), static_argnums=2)(y0s, P, 16)
     for i in range(3):
-        one = jax.jit(grad, static_argnums=2)(y0s[i], P, None)
+        one = jax.jit(grad, static_argnums=2)(y0s[i], P, 0)
         np.testing.assert_allclose(batched[0][i], one[0], rtol=1e-11, atol=1e-14)
         np.testing.assert_allclose(batched[1][i], one[1], rtol=1e-11, atol=1e-14)
 
@@ -176,25 +157,13 @@ def test_vmap_of_grad_with_different_steps_per_element():
 def _final_y_constant_steps(p, checkpoints):
     # Constant steps: the discrete solution is a smooth function of p, so that finite
     # differences of its gradient approach the Hessian-vector product.
-    sol = odejax.diffeqsolve(
-        odejax.ODETerm(lv),
-        odejax.Tsit5(),
-        0.0,
-        6.0,
-        0.05,
-        Y0,
-        p,
-        max_steps=MAX_STEPS,
-        adjoint=odejax.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
-        if checkpoints
-        else odejax.DirectAdjoint(),
-    )
+    sol = _solve(Y0, p, _adjoint(checkpoints), controller=odejax.ConstantStepSize())
     return jnp.sum(sol.ys[-1] ** 2)
 
 
 def test_hessian_vector_product_through_three_levels():
     # Forward-over-reverse through the whole checkpointed backward pass (checkpoints=20
-    # for 120 steps of max_steps=256: three levels, 6 + 7 + 7).
+    # for 120 steps of max_steps=256: three levels, 4 + 8 + 8).
     assert len(checkpoint_levels(MAX_STEPS, 20)) == 3
     v = jnp.array([0.3, -0.2, 1.0, 0.5])
 
@@ -204,7 +173,7 @@ def test_hessian_vector_product_through_three_levels():
     def hvp(checkpoints):
         return jax.jit(lambda p: jax.jvp(grad(checkpoints), (p,), (v,))[1])(P)
 
-    direct, rca = hvp(None), hvp(20)
+    direct, rca = hvp(0), hvp(20)
     np.testing.assert_allclose(rca, direct, rtol=1e-10, atol=1e-13)
     g = jax.jit(grad(20))
     eps = 1e-5

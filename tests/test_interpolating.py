@@ -13,22 +13,17 @@ import numpy as np
 import pytest
 
 import odejax
+from helpers import LV_P, LV_Y0, lv_vf
 
-P = jnp.array([2 / 3, -4 / 3, -1.0, 1.0])
-Y0 = jnp.array([0.1, 0.2])
+P, Y0 = LV_P, LV_Y0
 TS = jnp.linspace(0.0, 8.0, 41)
 DENSE_ADJOINTS = [odejax.InterpolatingAdjoint(), odejax.QuadratureAdjoint()]
 IDS = ["interpolating", "quadrature"]
 
 
-def lv(t, y, p):
-    x, z = y[0], y[1]
-    return jnp.stack([p[0] * x + p[1] * x * z, p[2] * z + p[3] * x * z])
-
-
 def lv_loss(y0, p, adjoint, solver=None):
     sol = odejax.diffeqsolve(
-        odejax.ODETerm(lv),
+        odejax.ODETerm(lv_vf),
         solver or odejax.Tsit5(),
         0.0,
         8.0,
