@@ -143,18 +143,58 @@ def _strides(sizes):
     return tuple(math.prod(sizes[i + 1 :]) for i in range(len(sizes)))
 
 
-def _store(buf, row, x):
-    """Write the state `x` at `row` of a stack of states."""
-    return jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, row, 0), buf, x)
+class _Stack(eqx.Module):
+    """`n` states shaped like a template PyTree (plus one scratch row for writes that
+    keep nothing), stored as one 2-D array per dtype: a state is written and read
+    with one dynamic slice per dtype, not one per leaf (a solve's loop state has ~20
+    leaves; every slice is a kernel of its own to compile)."""
 
+    bufs: tuple
+    layout: tuple = eqx.field(static=True)  # per leaf: (buffer, offset, shape)
+    treedef: object = eqx.field(static=True)
 
-def _stack(tree, n):
-    """A stack of `n` (+ 1 scratch) copies' worth of zeros shaped like `tree`."""
-    return jax.tree.map(lambda x: jnp.zeros((n + 1,) + jnp.shape(x), jnp.result_type(x)), tree)
+    @classmethod
+    def zeros(cls, tree, n):
+        leaves, treedef = jax.tree.flatten(tree)
+        dtypes, sizes, layout = [], [], []
+        for leaf in leaves:
+            dtype, shape = jnp.result_type(leaf), jnp.shape(leaf)
+            if dtype not in dtypes:
+                dtypes.append(dtype)
+                sizes.append(0)
+            g = dtypes.index(dtype)
+            layout.append((g, sizes[g], shape))
+            sizes[g] += math.prod(shape)
+        bufs = tuple(jnp.zeros((n + 1, size), dtype) for dtype, size in zip(dtypes, sizes))
+        return cls(bufs, tuple(layout), treedef)
 
+    def store(self, row, tree):
+        """The stack with `tree` written at `row`."""
+        leaves = self.treedef.flatten_up_to(tree)
+        parts = [[] for _ in self.bufs]
+        for (g, _, _), leaf in zip(self.layout, leaves):
+            parts[g].append(jnp.ravel(leaf).astype(self.bufs[g].dtype))
+        bufs = tuple(
+            jax.lax.dynamic_update_index_in_dim(b, jnp.concatenate(p), row, 0)
+            for b, p in zip(self.bufs, parts)
+        )
+        return _Stack(bufs, self.layout, self.treedef)
 
-def _row(buf, k):
-    return jax.tree.map(lambda b: jax.lax.dynamic_index_in_dim(b, k, keepdims=False), buf)
+    def row(self, k):
+        """The state at row `k`."""
+        rows = [jax.lax.dynamic_index_in_dim(b, k, keepdims=False) for b in self.bufs]
+        leaves = [
+            rows[g][off : off + math.prod(shape)].reshape(shape) for g, off, shape in self.layout
+        ]
+        return jax.tree.unflatten(self.treedef, leaves)
+
+    def move(self, dst, src):
+        """The stack with row `src` copied to row `dst`."""
+        bufs = tuple(
+            jax.lax.dynamic_update_index_in_dim(b, jax.lax.dynamic_index_in_dim(b, src), dst, 0)
+            for b in self.bufs
+        )
+        return _Stack(bufs, self.layout, self.treedef)
 
 
 def _add(a, b):
@@ -182,7 +222,7 @@ def _checkpointed_fwd(perturbed, vjp_arg, *, sizes, max_steps):
         # Keep every other stored state (row j <- row 2j, in place: j < 2j) and double
         # the stride.
         def move(j, stored):
-            return _store(stored, j, _row(stored, 2 * j))
+            return stored.move(j, 2 * j)
 
         stored = jax.lax.fori_loop(1, (size + 1) // 2, move, stored)
         return stored, (count + 1) // 2, 2 * stride
@@ -197,11 +237,11 @@ def _checkpointed_fwd(perturbed, vjp_arg, *, sizes, max_steps):
             full = (i % stride == 0) & (count == size)
             stored, count, stride = jax.lax.cond(full, thin, lambda *a: a, stored, count, stride)
         store = i % stride == 0
-        stored = _store(stored, jnp.where(store, count, size), split_buffers(state)[0])
+        stored = stored.store(jnp.where(store, count, size), split_buffers(state)[0])
         return i + 1, body(state), stored, count + store.astype(count.dtype), stride
 
     zero = jnp.asarray(0, jnp.int32)
-    init = (zero, init_state, _stack(small0, size), zero, zero + 1)
+    init = (zero, init_state, _Stack.zeros(small0, size), zero, zero + 1)
     num, final, stored, _, stride = jax.lax.while_loop(loop_cond, loop_body, init)
     return final, (num, stored, stride)
 
@@ -249,13 +289,13 @@ def _backward(level, sizes, stored, count, advance, step_vjp, cts, stride=None):
 
         def body(carry):
             j, cts = carry
-            return j - 1, step_vjp(_row(stored, j - 1), cts)
+            return j - 1, step_vjp(stored.row(j - 1), cts)
 
         return jax.lax.while_loop(lambda c: c[0] > 0, body, (count, cts))[1]
 
     def body(carry):
         k, cts = carry
-        start = _row(stored, k - 1)
+        start = stored.row(k - 1)
         n = jnp.minimum(stride, count - (k - 1) * stride)
         sub = _recompute(level + 1, sizes, start, n, advance)
         return k - 1, _backward(level + 1, sizes, sub, n, advance, step_vjp, cts)
@@ -272,13 +312,13 @@ def _recompute(level, sizes, start, count, advance):
     def body(carry):
         j, small, stored = carry
         row = jnp.where(j % stride == 0, j // stride, size)
-        stored = _store(stored, row, small)
+        stored = stored.store(row, small)
         return j + 1, advance(small), stored
 
     last = (count - 1) // stride * stride
-    init = (jnp.zeros_like(count), start, _stack(start, size))
+    init = (jnp.zeros_like(count), start, _Stack.zeros(start, size))
     j, small, stored = jax.lax.while_loop(lambda c: c[0] < last, body, init)
-    return _store(stored, j // stride, small)
+    return stored.store(j // stride, small)
 
 
 # ---- the loop inside a step that writes saved values (SaveAt.ts) -------------------
