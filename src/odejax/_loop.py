@@ -219,9 +219,12 @@ def _loop_fns(p: Integrator, inner_while_loop):
         ts_index, index, ts_buf, ys_buf = save.ts_index, save.index, save.ts, save.ys
         if inner_while_loop is None:
             # Counters only: the entries of `spec.ts` up to `t_end` (sorted, and those
-            # before `ts_index` were saved by earlier steps).
+            # before `ts_index` were saved by earlier steps). An unrolled binary
+            # search: no loop inside the loop body (one less to compile).
             if spec.ts is not None and spec.ts.shape[0] > 0:
-                upto = jnp.searchsorted(spec.ts, t_end, side="right").astype(ts_index.dtype)
+                upto = jnp.searchsorted(
+                    spec.ts, t_end, side="right", method="scan_unrolled"
+                ).astype(ts_index.dtype)
                 new_index = jnp.where(keep, jnp.maximum(ts_index, upto), ts_index)
                 index = index + (new_index - ts_index)
                 ts_index = new_index
