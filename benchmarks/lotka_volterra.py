@@ -5,7 +5,8 @@ p = (2/3, -4/3, -1, 1), y0 = (0.1, 0.2), t in [0, 19.9], saved at arange(0, 20, 
 Tsit5, PIDController(rtol=1e-8, atol=1e-8), float64.
 
 Reports per library: jaxpr size (equations, nested ones included), compile time
-(median over cold compiles of lower + compile of the jitted solve), median run time, steps, and the max error at the saved times against a reference
+(median over cold compiles of lower + compile of the jitted solve, the libraries
+interleaved), median run time, steps, and the max error at the saved times against a reference
 (SciPy DOP853 at rtol=atol=1e-13). Prints ratios odejax / diffrax.
 
 Run: python benchmarks/lotka_volterra.py [--repeats N] [--compiles N] [--grad]
@@ -143,9 +144,15 @@ def measure(fns, repeats, compiles):
     machine noise hits them alike."""
     stats = {}
     compiled = {}
+    # Cold compiles interleaved library by library (one each per round), so that the
+    # machine's drift hits both alike.
+    comp = {name: [] for name in fns}
+    for _ in range(compiles):
+        for name, fn in fns.items():
+            comp[name].append(compile_time(fn, 1))
     for name, fn in fns.items():
         n_eqns = count_eqns(jax.make_jaxpr(fn)(Y0, P).jaxpr)
-        stats[name] = [n_eqns, compile_time(fn, compiles)]
+        stats[name] = [n_eqns, statistics.median(comp[name])]
     for name, fn in fns.items():
         compiled[name] = jax.jit(fn).lower(Y0, P).compile()
         stats[name].append(jax.block_until_ready(compiled[name](Y0, P)))
