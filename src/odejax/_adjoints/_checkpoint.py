@@ -294,19 +294,23 @@ def _backward(level, sizes, stored, count, advance, step_vjp, cts, stride=None):
         return jax.lax.while_loop(lambda c: c[0] > 0, body, (count, cts))[1]
 
     def body(carry):
-        k, cts = carry
+        k, cts, sub = carry
         start = stored.row(k - 1)
         n = jnp.minimum(stride, count - (k - 1) * stride)
-        sub = _recompute(level + 1, sizes, start, n, advance)
-        return k - 1, _backward(level + 1, sizes, sub, n, advance, step_vjp, cts)
+        sub = _recompute(level + 1, sizes, start, n, advance, sub)
+        return k - 1, _backward(level + 1, sizes, sub, n, advance, step_vjp, cts), sub
 
+    # One stack for the next level's states, reused by every segment (only the rows a
+    # segment writes are read back): allocated and zeroed once, not once per segment.
+    sub = _Stack.zeros(stored.row(0), sizes[level + 1])
     segments = (count + stride - 1) // stride
-    return jax.lax.while_loop(lambda c: c[0] > 0, body, (segments, cts))[1]
+    return jax.lax.while_loop(lambda c: c[0] > 0, body, (segments, cts, sub))[1]
 
 
-def _recompute(level, sizes, start, count, advance):
-    """The states at steps `0, stride(level), 2 stride(level), ...` before `count`,
-    recomputed from `start` (the state at step 0); no step beyond the last needed."""
+def _recompute(level, sizes, start, count, advance, stored):
+    """`stored` with the states at steps `0, stride(level), 2 stride(level), ...` before
+    `count` written in its first rows, recomputed from `start` (the state at step 0);
+    no step beyond the last needed."""
     stride, size = _strides(sizes)[level], sizes[level]
 
     def body(carry):
@@ -316,7 +320,7 @@ def _recompute(level, sizes, start, count, advance):
         return j + 1, advance(small), stored
 
     last = (count - 1) // stride * stride
-    init = (jnp.zeros_like(count), start, _Stack.zeros(start, size))
+    init = (jnp.zeros_like(count), start, stored)
     j, small, stored = jax.lax.while_loop(lambda c: c[0] < last, body, init)
     return stored.store(j // stride, small)
 
