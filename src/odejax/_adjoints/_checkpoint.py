@@ -144,26 +144,32 @@ def _strides(sizes):
 
 
 class _Stack(eqx.Module):
-    """`n` states shaped like a template PyTree (plus one scratch row for writes that
-    keep nothing), stored as one 2-D array per dtype: a state is written and read
-    with one dynamic slice per dtype, not one per leaf (a solve's loop state has ~20
-    leaves; every slice is a kernel of its own to compile)."""
+    """`n` loop states (plus one scratch row for writes that keep nothing), stored as
+    one 2-D array per dtype: a state is written and read with one dynamic slice per
+    dtype, not one per leaf (a solve's loop state has ~20 leaves; every slice is a
+    kernel of its own to compile and, on a GPU, to launch). The statistics counters
+    (`num_steps`, ...) are not stored: nothing in a backward pass reads them, and they
+    read back as zeros."""
 
     bufs: tuple
-    layout: tuple = eqx.field(static=True)  # per leaf: (buffer, offset, shape)
+    layout: tuple = eqx.field(static=True)  # per leaf: (buffer or None, offset, shape, dtype)
     treedef: object = eqx.field(static=True)
 
     @classmethod
     def zeros(cls, tree, n):
         leaves, treedef = jax.tree.flatten(tree)
+        dropped = treedef.flatten_up_to(_statistics_mask(tree))
         dtypes, sizes, layout = [], [], []
-        for leaf in leaves:
+        for leaf, drop in zip(leaves, dropped):
             dtype, shape = jnp.result_type(leaf), jnp.shape(leaf)
+            if drop:
+                layout.append((None, 0, shape, dtype))
+                continue
             if dtype not in dtypes:
                 dtypes.append(dtype)
                 sizes.append(0)
             g = dtypes.index(dtype)
-            layout.append((g, sizes[g], shape))
+            layout.append((g, sizes[g], shape, dtype))
             sizes[g] += math.prod(shape)
         bufs = tuple(jnp.zeros((n + 1, size), dtype) for dtype, size in zip(dtypes, sizes))
         return cls(bufs, tuple(layout), treedef)
@@ -172,8 +178,9 @@ class _Stack(eqx.Module):
         """The stack with `tree` written at `row`."""
         leaves = self.treedef.flatten_up_to(tree)
         parts = [[] for _ in self.bufs]
-        for (g, _, _), leaf in zip(self.layout, leaves):
-            parts[g].append(jnp.ravel(leaf).astype(self.bufs[g].dtype))
+        for (g, _, _, _), leaf in zip(self.layout, leaves):
+            if g is not None:
+                parts[g].append(jnp.ravel(leaf).astype(self.bufs[g].dtype))
         bufs = tuple(
             jax.lax.dynamic_update_index_in_dim(b, jnp.concatenate(p), row, 0)
             for b, p in zip(self.bufs, parts)
@@ -184,7 +191,10 @@ class _Stack(eqx.Module):
         """The state at row `k`."""
         rows = [jax.lax.dynamic_index_in_dim(b, k, keepdims=False) for b in self.bufs]
         leaves = [
-            rows[g][off : off + math.prod(shape)].reshape(shape) for g, off, shape in self.layout
+            jnp.zeros(shape, dtype)
+            if g is None
+            else rows[g][off : off + math.prod(shape)].reshape(shape)
+            for g, off, shape, dtype in self.layout
         ]
         return jax.tree.unflatten(self.treedef, leaves)
 
@@ -195,6 +205,17 @@ class _Stack(eqx.Module):
             for b in self.bufs
         )
         return _Stack(bufs, self.layout, self.treedef)
+
+
+def _statistics_mask(small):
+    """True at the leaves of a loop state (`State`, buffers split off) that only count
+    (statistics), False elsewhere."""
+    mask = jax.tree.map(lambda _: False, small)
+    return eqx.tree_at(_statistics, mask, replace=(True,) * 4)
+
+
+def _statistics(state):
+    return (state.num_steps, state.num_accepted_steps, state.num_rejected_steps, state.num_fevals)
 
 
 def _add(a, b):
