@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._misc import lincomb
+from ._misc import cast_scalar, lincomb
 
 
 def _weights(weights, theta, derivative):
@@ -101,7 +101,7 @@ def hermite_entries(h, y0, y1, f0, f1):
     entries of the cubic Hermite interpolant."""
 
     def scaled(f):
-        return jax.tree.map(lambda v: jnp.asarray(h).astype(v.dtype) * v, f)
+        return jax.tree.map(lambda v: cast_scalar(h, v.dtype) * v, f)
 
     return scaled(f0), scaled(f1), jax.tree.map(jnp.subtract, y1, y0)
 
