@@ -174,6 +174,11 @@ class _Stack(eqx.Module):
         bufs = tuple(jnp.zeros((n + 1, size), dtype) for dtype, size in zip(dtypes, sizes))
         return cls(bufs, tuple(layout), treedef)
 
+    def empty(self, n):
+        """A stack of `n` states laid out as this one's, zeroed."""
+        bufs = tuple(jnp.zeros((n + 1, b.shape[1]), b.dtype) for b in self.bufs)
+        return _Stack(bufs, self.layout, self.treedef)
+
     def store(self, row, tree):
         """The stack with `tree` written at `row`."""
         leaves = self.treedef.flatten_up_to(tree)
@@ -323,7 +328,7 @@ def _backward(level, sizes, stored, count, advance, step_vjp, cts, stride=None):
 
     # One stack for the next level's states, reused by every segment (only the rows a
     # segment writes are read back): allocated and zeroed once, not once per segment.
-    sub = _Stack.zeros(stored.row(0), sizes[level + 1])
+    sub = stored.empty(sizes[level + 1])
     segments = (count + stride - 1) // stride
     return jax.lax.while_loop(lambda c: c[0] > 0, body, (segments, cts, sub))[1]
 
