@@ -65,8 +65,13 @@ class Newton(eqx.Module):
     jac_rate: float = 1e-3
 
     def __check_init__(self):
-        if isinstance(self.max_steps, bool) or int(self.max_steps) < 1:
-            raise ValueError(f"Newton: `max_steps` must be at least 1, got {self.max_steps!r}.")
+        _check_iterations(self.max_steps, "Newton: `max_steps`")
+
+
+def _check_iterations(n, name):
+    """Raise, naming the argument `name`, unless `n` is an int of at least 1."""
+    if isinstance(n, bool) or int(n) < 1:
+        raise ValueError(f"{name} must be at least 1, got {n!r}.")
 
 
 def newton_settings(root_finder, max_steps=None, tolerances=None) -> Newton:
@@ -86,8 +91,7 @@ def newton_settings(root_finder, max_steps=None, tolerances=None) -> Newton:
         if kappa is not None:
             out = eqx.tree_at(lambda n: n.kappa, out, kappa)
     if max_steps is not None:
-        if isinstance(max_steps, bool) or int(max_steps) < 1:
-            raise ValueError(f"`root_find_max_steps` must be at least 1, got {max_steps!r}.")
+        _check_iterations(max_steps, "`root_find_max_steps`")
         out = dataclasses.replace(out, max_steps=int(max_steps))
     if tolerances is not None:
         rtol, atol = tolerances
